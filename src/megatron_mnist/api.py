@@ -1,0 +1,57 @@
+"""``train`` and ``predict``: the functions recipes point at. Read top to bottom, this is the whole run."""
+
+import json
+from pathlib import Path
+
+from megatron_mnist.builders import Adam
+
+
+def train(model, data, trainer, optim: Adam, log, resume, seed: int = 1234) -> str:
+    """Train ``model`` (a config from ``builders.model_config``) on ``data``; returns the run directory.
+
+    The run directory (``log``'s) receives TensorBoard and CSV logs and checkpoints; with ``resume``, running the
+    same command again continues from its last checkpoint.
+    """
+    import lightning.pytorch as pl
+    from nemo.lightning.pytorch.strategies import MegatronStrategy
+
+    from megatron_mnist.lightning import MNISTLightningModule
+
+    pl.seed_everything(seed, workers=True)
+    module = MNISTLightningModule(model, optim=optim.module(megatron=isinstance(trainer.strategy, MegatronStrategy)))
+    app_state = log.setup(trainer, resume_if_exists=resume.resume_if_exists)
+    resume.setup(trainer, module)
+    trainer.fit(module, data)
+    return str(app_state.log_dir)
+
+
+def predict(model, data, trainer, log, output: str = "predictions.pt") -> str:
+    """Run ``model`` (its ``initial_ckpt_path`` names the trained weights) over the held-out digits.
+
+    Writes ``output`` in the run directory: ``digit_logits`` [N, 10] (with a classifier), ``z`` [N, 3], ``label``
+    and ``idx``; and ``metrics.json`` with the accuracy. Returns the path of the predictions file.
+    """
+    import torch
+    from nemo.lightning.pytorch.strategies import MegatronStrategy
+
+    from megatron_mnist.lightning import MNISTLightningModule
+
+    if not model.initial_ckpt_path:
+        raise ValueError("predict needs model.initial_ckpt_path: the checkpoint (or run directory) to predict with")
+    model.initial_ckpt_skip_keys_with_these_prefixes = []  # every weight comes from the checkpoint
+    module = MNISTLightningModule(model, optim=Adam().module(megatron=isinstance(trainer.strategy, MegatronStrategy)))
+    app_state = log.setup(trainer)
+    batches = trainer.predict(module, datamodule=data)
+    run_dir = Path(app_state.log_dir)
+    if not trainer.is_global_zero:
+        return str(run_dir / output)
+    predictions = {key: torch.cat([b[key].detach().cpu() for b in batches]) for key in batches[0]}
+    predictions.pop("x_hat", None)  # reconstructions are large and recomputable; keep what a report needs
+    torch.save(predictions, run_dir / output)
+    metrics = {"num_digits": len(predictions["label"]), "checkpoint": str(model.initial_ckpt_path)}
+    if "digit_logits" in predictions:
+        correct = predictions["digit_logits"].argmax(-1) == predictions["label"]
+        metrics["accuracy"] = correct.float().mean().item()
+        print(f"held-out accuracy: {metrics['accuracy']:.4f} on {metrics['num_digits']} digits")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return str(run_dir / output)

@@ -1,0 +1,174 @@
+"""The pieces a recipe configures, as small typed factories.
+
+A recipe is a ``run.Partial`` whose fields are ``run.Config``s of these functions. Each imports the training stack
+only when it is called — on the node that runs the job — so composing, printing, overriding and submitting a
+recipe never imports torch, NeMo or Megatron (the launcher's dry run takes about a second instead of ten).
+
+The one place that knows about hardware is :func:`resolve_accelerator`: on a GPU the trainer gets
+``nl.MegatronStrategy`` with bf16 mixed precision and the optimizer Megatron's distributed Adam; on a CPU the
+trainer gets :class:`megatron_mnist.strategies.CPUStrategy` in fp32 and the optimizer torch's Adam.
+"""
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal, Optional
+
+Accelerator = Literal["auto", "gpu", "cpu"]
+Task = Literal["pretrain", "finetune", "finetune_both"]
+ACCELERATORS = ("auto", "gpu", "cpu")
+
+
+def resolve_accelerator(accelerator: str) -> str:
+    """"auto" → "gpu" where CUDA is visible, else "cpu"; "gpu" without a GPU is an error."""
+    import torch
+
+    if accelerator not in ACCELERATORS:
+        raise ValueError(f"trainer.accelerator={accelerator!r} is not one of {', '.join(ACCELERATORS)}")
+    if accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise ValueError("trainer.accelerator=gpu but this machine has no CUDA GPU (use auto or cpu)")
+    return accelerator
+
+
+def model_config(
+    task: Task = "pretrain",
+    hidden_size: int = 64,
+    initial_ckpt_path: Optional[str] = None,
+    initial_ckpt_skip_keys_with_these_prefixes: Optional[list[str]] = None,
+):
+    """The model's Megatron config (a ``TransformerConfig``) for a task.
+
+    Args:
+        task: pretrain (autoencoder, MSE), finetune (classifier, cross-entropy) or finetune_both (MSE + CE).
+        hidden_size: width of the trunk's and decoder's hidden layer.
+        initial_ckpt_path: weights to start from: a checkpoint, or a run directory (its last checkpoint).
+        initial_ckpt_skip_keys_with_these_prefixes: parameters not to take from it (None = the task's default:
+            a finetune starts ``digit_classifier`` fresh).
+    """
+    from megatron_mnist.model.config import CONFIGS
+
+    if task not in CONFIGS:
+        raise ValueError(f"model.task={task!r} is not one of {', '.join(CONFIGS)}")
+    if hidden_size < 1:
+        raise ValueError(f"model.hidden_size={hidden_size} must be a positive integer")
+    kwargs = {"hidden_size": hidden_size, "initial_ckpt_path": initial_ckpt_path}
+    if initial_ckpt_skip_keys_with_these_prefixes is not None:
+        kwargs["initial_ckpt_skip_keys_with_these_prefixes"] = list(initial_ckpt_skip_keys_with_these_prefixes)
+    return CONFIGS[task](**kwargs)
+
+
+def mnist_data(
+    root: Optional[str] = None,
+    micro_batch_size: int = 64,
+    global_batch_size: Optional[int] = None,
+    val_size: Optional[int] = None,
+    num_workers: int = 0,
+    download: bool = False,
+):
+    """The MNIST data module (see ``MNISTDataModule``); ``root=None`` trains on the embedded 10,000-digit sample."""
+    from megatron_mnist.data.datamodule import MNISTDataModule
+
+    for name, value in (("micro_batch_size", micro_batch_size), ("global_batch_size", global_batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"data.{name}={value} must be a positive integer")
+    return MNISTDataModule(root=root, micro_batch_size=micro_batch_size, global_batch_size=global_batch_size,
+                           val_size=val_size, num_workers=num_workers, download=download)
+
+
+def trainer(
+    accelerator: Accelerator = "auto",
+    devices: int = 1,
+    num_nodes: int = 1,
+    max_steps: int = 100,
+    val_check_interval: int = 5,
+    limit_val_batches: Optional[int] = None,
+    log_every_n_steps: int = 5,
+    enable_progress_bar: bool = True,
+):
+    """NeMo's Trainer with the strategy and precision the hardware calls for (see the module docstring)."""
+    import nemo.lightning as nl
+
+    if max_steps < 1:
+        raise ValueError(f"trainer.max_steps={max_steps} must be a positive integer")
+    resolved = resolve_accelerator(accelerator)
+    if resolved == "gpu":
+        strategy = nl.MegatronStrategy(tensor_model_parallel_size=1, pipeline_model_parallel_size=1,
+                                       ddp="megatron", ckpt_async_save=False)
+        plugins = nl.MegatronMixedPrecision(precision="bf16-mixed")
+    else:
+        from megatron_mnist.strategies import CPUStrategy
+
+        strategy, plugins = CPUStrategy(), None
+    return nl.Trainer(
+        accelerator=resolved,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        plugins=plugins,
+        max_steps=max_steps,
+        val_check_interval=val_check_interval,
+        limit_val_batches=limit_val_batches,
+        log_every_n_steps=log_every_n_steps,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # Megatron's sampler shards the data
+        enable_progress_bar=enable_progress_bar,
+    )
+
+
+@dataclass
+class Adam:
+    """Adam's settings; the strategy decides whose Adam applies them (see :meth:`module`)."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+
+    def module(self, megatron: bool):
+        """Megatron's distributed Adam (bf16 params, fp32 main weights) under MegatronStrategy, torch's elsewhere."""
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr={self.lr} must be positive")
+        import nemo.lightning as nl
+
+        if megatron:
+            from megatron.core.optimizer import OptimizerConfig
+
+            return nl.MegatronOptimizerModule(config=OptimizerConfig(
+                optimizer="adam", lr=self.lr, weight_decay=self.weight_decay, adam_beta1=self.adam_beta1,
+                adam_beta2=self.adam_beta2, adam_eps=self.adam_eps, bf16=True, use_distributed_optimizer=True))
+        import torch
+        from nemo.lightning.pytorch.optim import PytorchOptimizerModule
+
+        return PytorchOptimizerModule(optimizer_fn=partial(
+            torch.optim.Adam, lr=self.lr, weight_decay=self.weight_decay,
+            betas=(self.adam_beta1, self.adam_beta2), eps=self.adam_eps))
+
+
+def logger(name: str = "pretrain", log_dir: str = "runs", checkpoint: bool = True, save_top_k: int = 1):
+    """NeMo's logger writing ``log_dir/name``: TensorBoard and CSV logs, checkpoints (last and best val_loss)."""
+    import nemo.lightning as nl
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    run_dir = f"{log_dir}/{name}"
+    ckpt = None
+    if checkpoint:
+        ckpt = nl.ModelCheckpoint(save_last=True, monitor="val_loss", mode="min", save_top_k=save_top_k,
+                                  always_save_context=True, save_optim_on_train_end=True,
+                                  filename="{step}-{val_loss:.4f}")
+    return nl.NeMoLogger(
+        name=name,
+        explicit_log_dir=run_dir,
+        ckpt=ckpt,
+        tensorboard=TensorBoardLogger(save_dir="tb_logs", name=""),
+        # a version per invocation: a resumed run adds csv_logs/version_N+1 instead of overwriting metrics.csv
+        extra_loggers=[CSVLogger(save_dir=run_dir, name="csv_logs")],
+    )
+
+
+def resume(resume_if_exists: bool = True):
+    """Continue from the run directory's last checkpoint when there is one (NeMo's AutoResume, CPU-capable)."""
+    from megatron_mnist.checkpoint import Resume
+
+    return Resume(resume_if_exists=resume_if_exists, resume_ignore_no_checkpoint=True)

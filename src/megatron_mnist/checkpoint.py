@@ -1,0 +1,116 @@
+"""Finding checkpoints and reading their weights, in both formats this package writes.
+
+- GPU (``MegatronStrategy``): a directory ``NAME/`` holding ``weights/`` (Megatron's ``torch_dist`` format) and
+  ``context/``.
+- CPU (a plain Lightning strategy): NeMo's ``ModelCheckpoint`` writes the Lightning file ``NAME.ckpt`` beside a
+  ``NAME/`` folder that holds only ``context/``.
+
+Either can start a finetune or a prediction on either kind of machine: the weights are read without a process group.
+"""
+
+from pathlib import Path
+
+import torch
+from nemo.lightning.resume import AutoResume
+from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A checkpoint path that is missing, is not a checkpoint, or does not fit the model."""
+
+
+def _latest_last_checkpoint(checkpoints_dir: Path) -> Path | None:
+    candidates = [p for p in checkpoints_dir.iterdir() if p.name.endswith("-last") or p.name.endswith("-last.ckpt")]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The file or folder that holds a checkpoint's weights, from any path a user is likely to give.
+
+    Accepted: a Lightning ``.ckpt`` file; a Megatron checkpoint folder (with ``weights/``) or its ``weights/``;
+    a CPU checkpoint's ``NAME/`` context folder (its ``NAME.ckpt`` is used); a run directory or its
+    ``checkpoints/`` folder (the newest ``*-last`` checkpoint in it is used).
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if p.is_file():
+        return p
+    if (p / "weights").is_dir():
+        return p / "weights"
+    if (p / ".metadata").is_file():
+        return p
+    if p.with_name(p.name + ".ckpt").is_file():
+        return p.with_name(p.name + ".ckpt")
+    checkpoints_dir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    last = _latest_last_checkpoint(checkpoints_dir)
+    if last is not None and last != p:
+        return resolve_checkpoint(last)
+    raise CheckpointError(f"{p} is not a checkpoint: expected a .ckpt file, a Megatron checkpoint folder with "
+                          f"weights/, or a run directory with checkpoints/*-last")
+
+
+def _strip_module_prefixes(key: str) -> str:
+    while key.startswith("module."):
+        key = key[len("module."):]
+    return key
+
+
+def load_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model's weights in a checkpoint, keyed as in ``MNISTModel.state_dict()`` (no ``module.`` prefix)."""
+    ckpt = resolve_checkpoint(path)
+    if ckpt.is_file():
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+        except Exception as e:  # a truncated file, or a .ckpt that Lightning did not write
+            raise CheckpointError(f"cannot read checkpoint {ckpt}: {e}") from e
+    else:
+        from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+
+        # Only the model's tensors; the optimizer's sharded state is of no use to a new model.
+        keys = {k for k in _checkpoint_keys(ckpt) if _strip_module_prefixes(k) != k}
+        state = _load_state_dict_from_keys(keys, checkpoint_id=str(ckpt))
+    return {_strip_module_prefixes(k): v for k, v in state.items()
+            if k.startswith("module.") and isinstance(v, torch.Tensor)}
+
+
+def _checkpoint_keys(weights_dir: Path) -> list[str]:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    return list(FileSystemReader(str(weights_dir)).read_metadata().state_dict_metadata)
+
+
+def load_initial_weights(model: nn.Module, path: str | Path, skip_prefixes: list[str]) -> None:
+    """Start ``model`` from a checkpoint's weights, leaving the parameters under ``skip_prefixes`` as initialised.
+
+    The checkpoint's extra weights (a head this model dropped) are ignored; a parameter the model needs and the
+    checkpoint lacks, or one of another shape, is an error naming it.
+    """
+    weights = load_model_weights(path)
+    own = model.state_dict()
+    to_load = {k: v for k, v in own.items() if not any(k.startswith(prefix) for prefix in skip_prefixes)}
+    missing = sorted(k for k in to_load if k not in weights)
+    if missing:
+        raise CheckpointError(f"checkpoint {path} does not fit this model: it lacks {', '.join(missing)} (add their "
+                              f"prefix to initial_ckpt_skip_keys_with_these_prefixes to start them fresh)")
+    wrong = [f"{k} {tuple(weights[k].shape)} != {tuple(v.shape)}" for k, v in to_load.items()
+             if weights[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError(f"checkpoint {path} does not fit this model: shapes differ: {'; '.join(wrong)}")
+    model.load_state_dict({k: weights[k].to(v.dtype) for k, v in to_load.items()}, strict=False)
+
+
+class Resume(AutoResume):
+    """NeMo's ``AutoResume`` that also resumes CPU (Lightning-format) checkpoints.
+
+    AutoResume looks for ``*-last`` folders; for a CPU checkpoint that folder holds only the context, and the
+    weights and trainer state are in ``NAME-last.ckpt`` beside it. Hand Lightning that file.
+    """
+
+    def get_trainer_ckpt_path(self, model=None):
+        path = super().get_trainer_ckpt_path(model)
+        if path is not None and not Path(path).name == "weights":
+            lightning_file = Path(path).with_name(Path(path).name + ".ckpt")
+            if lightning_file.is_file():
+                return lightning_file
+        return path

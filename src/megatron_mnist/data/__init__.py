@@ -1,0 +1,1 @@
+"""MNIST items, epoch-deterministic resampling and the Lightning data module."""

@@ -1,0 +1,116 @@
+"""The Lightning data module: splits, epoch-deterministic resampling and Megatron's micro/global batching."""
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from nemo.lightning.data import WrappedDataLoader
+from nemo.lightning.pytorch.plugins import MegatronDataSampler
+from torch.utils.data import Subset, random_split
+
+from megatron_mnist.data.dataset import MNISTCustom
+from megatron_mnist.data.resampling import IdentityMultiEpochDatasetWrapper, MultiEpochDatasetResampler
+
+# The original split MNIST's 60,000 training digits 55,000 / 5,000: one in twelve goes to validation.
+VAL_FRACTION = 1 / 12
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """MNIST for Megatron: train/val split of the training files, the test files for prediction.
+
+    Batching belongs to ``self.data_sampler`` (a ``MegatronDataSampler``): the strategy wraps each dataloader in
+    Megatron's pretraining sampler, which yields micro-batches of this rank's shard, starting at the samples
+    already consumed, so a resumed run sees exactly the batches an uninterrupted one would.
+
+    Args:
+        root: a folder with MNIST's IDX files (or torchvision's ``MNIST/raw`` layout); None = the embedded sample.
+        micro_batch_size: items per forward pass on one rank.
+        global_batch_size: items per optimizer step over all ranks; None = micro × data-parallel size.
+        val_size: digits held out of the training files for validation; None = one in twelve.
+        num_workers: dataloader worker processes.
+        split_seed / train_seed / val_seed: the split and the per-epoch shuffles (the original's 42, 43, 44).
+        download: let torchvision download MNIST into ``root`` (needs internet).
+    """
+
+    def __init__(self, root: str | None = None, micro_batch_size: int = 64, global_batch_size: int | None = None,
+                 val_size: int | None = None, num_workers: int = 0, split_seed: int = 42, train_seed: int = 43,
+                 val_seed: int = 44, download: bool = False):
+        super().__init__()
+        self.root = root
+        self.micro_batch_size = micro_batch_size
+        self.global_batch_size = global_batch_size or micro_batch_size
+        self.val_size = val_size
+        self.num_workers = num_workers
+        self.split_seed, self.train_seed, self.val_seed = split_seed, train_seed, val_seed
+        self.download = download
+        self.data_sampler = MegatronDataSampler(
+            seq_len=1,  # Megatron's step wants a sequence length; an MNIST item is one "token"
+            micro_batch_size=self.micro_batch_size,
+            global_batch_size=self.global_batch_size,
+            rampup_batch_size=None,
+            output_log=False,  # this package logs its own losses; the sampler's extra log breaks predict_step
+        )
+        self._train_ds = self._val_ds = self._predict_ds = None
+
+    # -- datasets ---------------------------------------------------------------------------------------------------
+    def train_val_split(self) -> tuple[Subset, Subset]:
+        full = MNISTCustom(self.root, train=True, download=self.download)
+        n_val = round(len(full) * VAL_FRACTION) if self.val_size is None else self.val_size
+        if not 0 < n_val < len(full):
+            raise ValueError(f"data.val_size={n_val} must be between 1 and {len(full) - 1} "
+                             f"(the training files hold {len(full)} digits)")
+        generator = torch.Generator().manual_seed(self.split_seed)
+        train, val = random_split(full, [len(full) - n_val, n_val], generator=generator)
+        return train, val
+
+    def setup(self, stage: str = "") -> None:
+        if stage in ("fit", "validate", "") and self._train_ds is None:
+            train, val = self.train_val_split()
+            max_steps = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else 1
+            # Megatron's sampler walks its dataset once: make it as long as the whole run, one shuffle per epoch.
+            self._train_ds = MultiEpochDatasetResampler(IdentityMultiEpochDatasetWrapper(train),
+                                                        num_samples=max_steps * self.global_batch_size,
+                                                        shuffle=True, seed=self.train_seed)
+            self._val_ds = MultiEpochDatasetResampler(IdentityMultiEpochDatasetWrapper(val), shuffle=True,
+                                                      seed=self.val_seed)
+        if stage in ("predict", "test") and self._predict_ds is None:
+            self._predict_ds = MNISTCustom(self.root, train=False, download=self.download)
+
+    # -- dataloaders (the strategy adds Megatron's batch sampler) ---------------------------------------------------
+    def _dataloader(self, dataset, mode: str) -> WrappedDataLoader:
+        return WrappedDataLoader(
+            mode=mode,
+            dataset=dataset,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> WrappedDataLoader:
+        # Steps counted from here on consume samples after those restored from a checkpoint.
+        self.data_sampler.init_global_step = self.trainer.global_step
+        return self._dataloader(self._train_ds, "train")
+
+    def val_dataloader(self) -> WrappedDataLoader:
+        return self._dataloader(self._val_ds, "validation")
+
+    def predict_dataloader(self) -> WrappedDataLoader:
+        return self._dataloader(self._predict_ds, "predict")
+
+    test_dataloader = predict_dataloader
+
+    # -- resume: the samples already consumed travel in the checkpoint -----------------------------------------------
+    def consumed_samples(self) -> int:
+        steps = self.trainer.global_step - self.data_sampler.init_global_step
+        return self.data_sampler.init_consumed_samples + steps * self.global_batch_size
+
+    def state_dict(self) -> dict:
+        return {"consumed_samples": self.consumed_samples()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.data_sampler.init_consumed_samples = state_dict["consumed_samples"]
+        self.data_sampler.prev_consumed_samples = state_dict["consumed_samples"]
+
+    @property
+    def root_path(self) -> Path | None:
+        return Path(self.root) if self.root else None

@@ -1,0 +1,84 @@
+"""Epoch-deterministic access to datasets, as Megatron's samplers need: item ``i`` of epoch ``e`` is always the same.
+
+Megatron's pretraining sampler walks a dataset once, in order, from ``consumed_samples``. To train for many epochs
+with a fresh shuffle each, the dataset it walks is a :class:`MultiEpochDatasetResampler`: a long virtual dataset
+whose index ``i`` maps to ``EpochIndex(epoch=i // n, idx=perm_epoch[i % n])``, the permutation drawn from
+``seed + epoch``. Resuming at any ``consumed_samples`` therefore reproduces the exact batches.
+"""
+
+from typing import NamedTuple, Protocol, Sized, TypeVar
+
+import numpy as np
+from torch.utils.data import Dataset
+
+T = TypeVar("T", covariant=True)
+
+
+class EpochIndex(NamedTuple):
+    epoch: int
+    idx: int
+
+
+class MultiEpochDataset(Protocol[T]):
+    def __getitem__(self, index: EpochIndex) -> T: ...
+
+    def __len__(self) -> int: ...
+
+
+class IdentityMultiEpochDatasetWrapper(Dataset):
+    """Makes an int-indexed dataset accept an :class:`EpochIndex` (ignoring the epoch): its items never change."""
+
+    def __init__(self, dataset: Sized):
+        self.dataset = dataset
+
+    def __getitem__(self, index: EpochIndex):
+        return self.dataset[index.idx]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+class MultiEpochDatasetResampler(Dataset):
+    """An int-indexed view of ``num_samples`` items drawn epoch after epoch from a :class:`MultiEpochDataset`.
+
+    Args:
+        dataset: accepts ``EpochIndex``; its length is one epoch.
+        num_samples: the virtual length (default: one epoch); more than one epoch cycles with a new order.
+        shuffle: a fresh permutation per epoch (seeded by ``seed + epoch``) or the natural order.
+        seed: the base seed.
+    """
+
+    def __init__(self, dataset: MultiEpochDataset, num_samples: int | None = None, shuffle: bool = True,
+                 seed: int = 0):
+        self.dataset = dataset
+        self.epoch_len = len(dataset)
+        if self.epoch_len == 0:
+            raise ValueError("cannot resample an empty dataset")
+        self.num_samples = self.epoch_len if num_samples is None else int(num_samples)
+        if self.num_samples < 0:
+            raise ValueError(f"num_samples={num_samples} must be >= 0")
+        self.shuffle = shuffle
+        self.seed = seed
+        self._cached_epoch: int | None = None
+        self._cached_perm: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def epoch_permutation(self, epoch: int) -> np.ndarray:
+        if self._cached_epoch != epoch:
+            if self.shuffle:
+                self._cached_perm = np.random.default_rng([self.seed, epoch]).permutation(self.epoch_len)
+            else:
+                self._cached_perm = np.arange(self.epoch_len)
+            self._cached_epoch = epoch
+        return self._cached_perm
+
+    def epoch_index(self, index: int) -> EpochIndex:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
+        epoch, offset = divmod(index, self.epoch_len)
+        return EpochIndex(epoch, int(self.epoch_permutation(epoch)[offset]))
+
+    def __getitem__(self, index: int):
+        return self.dataset[self.epoch_index(index)]

@@ -1,0 +1,1 @@
+"""The MNIST autoencoder / classifier: Megatron modules, their configs and losses."""

@@ -1,0 +1,42 @@
+"""The networks: a trunk 784→H→ReLU→3, an optional decoder 3→H→784 and an optional digit classifier 3→10."""
+
+import torch
+from megatron.core.transformer.enums import ModelType
+from megatron.core.transformer.module import MegatronModule
+from torch import nn
+
+IMAGE_PIXELS = 28 * 28
+NUM_DIGITS = 10
+
+
+class MNISTModel(MegatronModule):
+    """The autoencoder trunk plus whichever heads the task needs.
+
+    One class serves the tutorial's three models: pretraining (trunk + decoder), finetuning (trunk +
+    ``digit_classifier``) and both. The attribute names are the checkpoint's key prefixes, which is what
+    ``initial_ckpt_skip_keys_with_these_prefixes`` refers to (``decoder``, ``digit_classifier``).
+
+    ``forward`` returns a dict: ``z`` [B, 3] always, ``x_hat`` [B, 784] with the decoder, ``digit_logits`` [B, 10]
+    with the classifier.
+    """
+
+    def __init__(self, config, decoder: bool, classifier: bool):
+        super().__init__(config)
+        self.model_type = ModelType.encoder_or_decoder  # read by Megatron's schedules
+        hidden, embedding = config.hidden_size, config.embedding_dim
+        self.trunk = nn.Sequential(nn.Linear(IMAGE_PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, embedding))
+        self.decoder = (nn.Sequential(nn.Linear(embedding, hidden), nn.ReLU(), nn.Linear(hidden, IMAGE_PIXELS))
+                        if decoder else None)
+        self.digit_classifier = nn.Linear(embedding, NUM_DIGITS) if classifier else None
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = self.trunk(images.reshape(images.shape[0], -1))
+        out = {"z": z}
+        if self.decoder is not None:
+            out["x_hat"] = self.decoder(z)
+        if self.digit_classifier is not None:
+            out["digit_logits"] = self.digit_classifier(z)
+        return out
+
+    def set_input_tensor(self, input_tensor) -> None:
+        """Megatron's pipeline schedule calls this; with one stage there is nothing to receive."""

@@ -1,0 +1,83 @@
+"""A Lightning strategy for machines without CUDA that keeps ``MegatronStrategy``'s contract with the module.
+
+``nl.MegatronStrategy`` needs CUDA. On a CPU the recipe picks :class:`CPUStrategy` instead, and nothing else
+changes: the module's ``*_step`` returns model outputs and its ``*_loss_reduction`` makes the loss, batches come
+from the data module's ``MegatronDataSampler`` settings through Megatron's pretraining sampler (so a resumed run
+continues at the samples already consumed), and ``val_loss`` is logged as MegatronStrategy logs it.
+"""
+
+import shutil
+from pathlib import Path
+
+import torch
+from lightning.pytorch.strategies import SingleDeviceStrategy
+from nemo.lightning.data import add_megatron_sampler
+
+
+def apply_reduction(reduction, batch, forward_out):
+    """Call a ``MegatronLossReduction`` as Megatron's schedule does: the batch is set, then the output passed."""
+    reduction.setup(batch)
+    return reduction(forward_out)
+
+
+class CPUStrategy(SingleDeviceStrategy):
+    def __init__(self):
+        super().__init__(device=torch.device("cpu"))
+
+    strategy_name = "megatron_mnist_cpu"
+
+    def setup(self, trainer) -> None:
+        super().setup(trainer)
+        sampler = self._data_sampler()
+        if sampler is not None:
+            micro_batches, rest = divmod(sampler.global_batch_size, sampler.micro_batch_size * self.world_size)
+            if rest or micro_batches < 1:
+                raise ValueError(f"data.global_batch_size={sampler.global_batch_size} must be a multiple of "
+                                 f"data.micro_batch_size={sampler.micro_batch_size} × {self.world_size} rank(s)")
+            # Megatron runs the micro-batches of a global batch inside one step; Lightning accumulates them.
+            trainer.accumulate_grad_batches = micro_batches
+
+    def _data_sampler(self):
+        datamodule = getattr(self.lightning_module.trainer, "datamodule", None)
+        return getattr(datamodule, "data_sampler", None)
+
+    def remove_checkpoint(self, filepath) -> None:
+        # NeMo's ModelCheckpoint writes NAME.ckpt beside a NAME/ context folder; drop both, or stale context folders
+        # pile up and look like checkpoints to AutoResume.
+        super().remove_checkpoint(filepath)
+        context_dir = Path(str(filepath).removesuffix(".ckpt"))
+        if self.is_global_zero and context_dir.is_dir() and not (context_dir / "weights").exists():
+            shutil.rmtree(context_dir, ignore_errors=True)
+
+    def process_dataloader(self, dataloader):
+        sampler = self._data_sampler()
+        if sampler is None:
+            return dataloader
+        mode = getattr(dataloader, "mode", "train")
+        return add_megatron_sampler(
+            dataloader,
+            micro_batch_size=sampler.micro_batch_size,
+            global_batch_size=sampler.global_batch_size,
+            consumed_samples=sampler.init_consumed_samples if mode == "train" else 0,
+            drop_last=mode not in ("test", "predict"),
+            dataloader_mode=mode,
+            rank=self.global_rank,
+            world_size=self.world_size,
+        )
+
+    def training_step(self, batch, batch_idx=None):
+        out = super().training_step(batch, batch_idx)
+        loss, _ = apply_reduction(self.lightning_module.training_loss_reduction(), batch, out)
+        return loss
+
+    def validation_step(self, batch, batch_idx=None):
+        out = super().validation_step(batch, batch_idx)
+        loss, _ = apply_reduction(self.lightning_module.validation_loss_reduction(), batch, out)
+        self.lightning_module.log("val_loss", loss, prog_bar=True, on_epoch=True, batch_size=len(batch["label"]))
+        return loss
+
+    def predict_step(self, batch, batch_idx=None):
+        out = super().predict_step(batch, batch_idx)
+        reduction = self.lightning_module.predict_loss_reduction()
+        _, reduced = apply_reduction(reduction, batch, out)
+        return reduction.reduce([reduced])
