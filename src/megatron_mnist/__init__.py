@@ -5,3 +5,11 @@ configs from it, and only the node that runs a job imports the training stack.
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+import shutil as _shutil
+
+# megatron-core's import asks torch for the CUDA arch list, which crashes on a machine that has nvcc but no GPU
+# (a CI runner, a login node). Give it a value there; where a GPU exists, leave the choice to the user.
+if "TORCH_CUDA_ARCH_LIST" not in _os.environ and _shutil.which("nvcc") and not _os.path.exists("/dev/nvidiactl"):
+    _os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"

@@ -107,7 +107,9 @@ def trainer(
         strategy=strategy,
         plugins=plugins,
         max_steps=max_steps,
-        val_check_interval=val_check_interval,
+        # validate every val_check_interval steps across epoch boundaries (Megatron's way), and at least at the end
+        val_check_interval=min(val_check_interval, max_steps),
+        check_val_every_n_epoch=None,
         limit_val_batches=limit_val_batches,
         log_every_n_steps=log_every_n_steps,
         num_sanity_val_steps=0,
