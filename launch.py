@@ -124,9 +124,15 @@ app = typer.Typer(
     add_completion=False,
 )
 for _name, _fn, _factory, _help in RECIPES:
-    Entrypoint(_fn, namespace="megatron_mnist", name=_name, default_factory=_factory,
-               default_executor=DEFAULT_EXECUTOR, help_str=_help + "\n\n" + _factory.__doc__,
-               run_ctx_cls=LaunchContext)._add_command(app, is_main=True)  # is_main: skip loading NeMo's own
+    Entrypoint(
+        _fn,
+        namespace="megatron_mnist",
+        name=_name,
+        default_factory=_factory,
+        default_executor=DEFAULT_EXECUTOR,
+        help_str=_help + "\n\n" + _factory.__doc__,
+        run_ctx_cls=LaunchContext,
+    )._add_command(app, is_main=True)  # is_main: skip loading NeMo's own
     # CLI entry points, which import nemo.collections.llm (~10 s) just to build this command line
 
 

@@ -34,8 +34,12 @@ def finetune(
     """
     return run.Partial(
         train,
-        model=run.Config(builders.model_config, task=task, initial_ckpt_path=pretrain_checkpoint,
-                         initial_ckpt_skip_keys_with_these_prefixes=["digit_classifier"]),
+        model=run.Config(
+            builders.model_config,
+            task=task,
+            initial_ckpt_path=pretrain_checkpoint,
+            initial_ckpt_skip_keys_with_these_prefixes=["digit_classifier"],
+        ),
         data=run.Config(builders.mnist_data, micro_batch_size=micro_batch_size),
         trainer=run.Config(builders.trainer, accelerator=accelerator, max_steps=max_steps, val_check_interval=50),
         optim=run.Config(builders.Adam, lr=lr),

@@ -7,14 +7,21 @@ from recipes.predict import predict
 from recipes.pretrain import pretrain
 
 
-def pipeline(name: str = "pipeline", log_dir: str = "runs", accelerator: str = "auto",
-             max_steps: int = 500) -> dict[str, run.Partial]:
+def pipeline(
+    name: str = "pipeline", log_dir: str = "runs", accelerator: str = "auto", max_steps: int = 500
+) -> dict[str, run.Partial]:
     """The stages in order, keyed by name; all three write under ``log_dir/name/``."""
     stage_dir = f"{log_dir}/{name}"
     return {
         "pretrain": pretrain(name="pretrain", log_dir=stage_dir, accelerator=accelerator, max_steps=max_steps),
-        "finetune": finetune(pretrain_checkpoint=f"{stage_dir}/pretrain", name="finetune", log_dir=stage_dir,
-                             accelerator=accelerator, max_steps=max_steps),
-        "predict": predict(checkpoint=f"{stage_dir}/finetune", name="predict", log_dir=stage_dir,
-                           accelerator=accelerator),
+        "finetune": finetune(
+            pretrain_checkpoint=f"{stage_dir}/pretrain",
+            name="finetune",
+            log_dir=stage_dir,
+            accelerator=accelerator,
+            max_steps=max_steps,
+        ),
+        "predict": predict(
+            checkpoint=f"{stage_dir}/finetune", name="predict", log_dir=stage_dir, accelerator=accelerator
+        ),
     }

@@ -11,7 +11,7 @@ trainer gets :class:`megatron_mnist.strategies.CPUStrategy` in fp32 and the opti
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal, Optional
+from typing import Literal
 
 Accelerator = Literal["auto", "gpu", "cpu"]
 Task = Literal["pretrain", "finetune", "finetune_both"]
@@ -19,7 +19,7 @@ ACCELERATORS = ("auto", "gpu", "cpu")
 
 
 def resolve_accelerator(accelerator: str) -> str:
-    """"auto" → "gpu" where CUDA is visible, else "cpu"; "gpu" without a GPU is an error."""
+    """ "auto" → "gpu" where CUDA is visible, else "cpu"; "gpu" without a GPU is an error."""
     import torch
 
     if accelerator not in ACCELERATORS:
@@ -34,8 +34,8 @@ def resolve_accelerator(accelerator: str) -> str:
 def model_config(
     task: Task = "pretrain",
     hidden_size: int = 64,
-    initial_ckpt_path: Optional[str] = None,
-    initial_ckpt_skip_keys_with_these_prefixes: Optional[list[str]] = None,
+    initial_ckpt_path: str | None = None,
+    initial_ckpt_skip_keys_with_these_prefixes: list[str] | None = None,
 ):
     """The model's Megatron config (a ``TransformerConfig``) for a task.
 
@@ -59,10 +59,10 @@ def model_config(
 
 
 def mnist_data(
-    root: Optional[str] = None,
+    root: str | None = None,
     micro_batch_size: int = 64,
-    global_batch_size: Optional[int] = None,
-    val_size: Optional[int] = None,
+    global_batch_size: int | None = None,
+    val_size: int | None = None,
     num_workers: int = 0,
     download: bool = False,
 ):
@@ -72,8 +72,14 @@ def mnist_data(
     for name, value in (("micro_batch_size", micro_batch_size), ("global_batch_size", global_batch_size)):
         if value is not None and value < 1:
             raise ValueError(f"data.{name}={value} must be a positive integer")
-    return MNISTDataModule(root=root, micro_batch_size=micro_batch_size, global_batch_size=global_batch_size,
-                           val_size=val_size, num_workers=num_workers, download=download)
+    return MNISTDataModule(
+        root=root,
+        micro_batch_size=micro_batch_size,
+        global_batch_size=global_batch_size,
+        val_size=val_size,
+        num_workers=num_workers,
+        download=download,
+    )
 
 
 def trainer(
@@ -82,7 +88,7 @@ def trainer(
     num_nodes: int = 1,
     max_steps: int = 100,
     val_check_interval: int = 5,
-    limit_val_batches: Optional[int] = None,
+    limit_val_batches: int | None = None,
     log_every_n_steps: int = 5,
     enable_progress_bar: bool = True,
 ):
@@ -93,8 +99,15 @@ def trainer(
         raise ValueError(f"trainer.max_steps={max_steps} must be a positive integer")
     resolved = resolve_accelerator(accelerator)
     if resolved == "gpu":
-        strategy = nl.MegatronStrategy(tensor_model_parallel_size=1, pipeline_model_parallel_size=1,
-                                       ddp="megatron", ckpt_async_save=False)
+        strategy = nl.MegatronStrategy(
+            tensor_model_parallel_size=1,
+            pipeline_model_parallel_size=1,
+            ddp="megatron",
+            ckpt_async_save=False,
+            # The default (dp_reshardable) optimizer format fails to save torch Adam's scalar `step` state, which is
+            # what Megatron uses without Apex / Transformer Engine; the fully reshardable format handles it.
+            ckpt_optim_fully_reshardable=True,
+        )
         plugins = nl.MegatronMixedPrecision(precision="bf16-mixed")
     else:
         from megatron_mnist.strategies import CPUStrategy
@@ -132,20 +145,36 @@ class Adam:
         """Megatron's distributed Adam (bf16 params, fp32 main weights) under MegatronStrategy, torch's elsewhere."""
         if self.lr <= 0:
             raise ValueError(f"optim.lr={self.lr} must be positive")
-        import nemo.lightning as nl
 
         if megatron:
             from megatron.core.optimizer import OptimizerConfig
 
-            return nl.MegatronOptimizerModule(config=OptimizerConfig(
-                optimizer="adam", lr=self.lr, weight_decay=self.weight_decay, adam_beta1=self.adam_beta1,
-                adam_beta2=self.adam_beta2, adam_eps=self.adam_eps, bf16=True, use_distributed_optimizer=True))
+            from megatron_mnist.megatron_optim import MegatronAdamModule
+
+            return MegatronAdamModule(
+                config=OptimizerConfig(
+                    optimizer="adam",
+                    lr=self.lr,
+                    weight_decay=self.weight_decay,
+                    adam_beta1=self.adam_beta1,
+                    adam_beta2=self.adam_beta2,
+                    adam_eps=self.adam_eps,
+                    bf16=True,
+                    use_distributed_optimizer=True,
+                )
+            )
         import torch
         from nemo.lightning.pytorch.optim import PytorchOptimizerModule
 
-        return PytorchOptimizerModule(optimizer_fn=partial(
-            torch.optim.Adam, lr=self.lr, weight_decay=self.weight_decay,
-            betas=(self.adam_beta1, self.adam_beta2), eps=self.adam_eps))
+        return PytorchOptimizerModule(
+            optimizer_fn=partial(
+                torch.optim.Adam,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                betas=(self.adam_beta1, self.adam_beta2),
+                eps=self.adam_eps,
+            )
+        )
 
 
 def logger(name: str = "pretrain", log_dir: str = "runs", checkpoint: bool = True, save_top_k: int = 1):
@@ -156,9 +185,15 @@ def logger(name: str = "pretrain", log_dir: str = "runs", checkpoint: bool = Tru
     run_dir = f"{log_dir}/{name}"
     ckpt = None
     if checkpoint:
-        ckpt = nl.ModelCheckpoint(save_last=True, monitor="val_loss", mode="min", save_top_k=save_top_k,
-                                  always_save_context=True, save_optim_on_train_end=True,
-                                  filename="{step}-{val_loss:.4f}")
+        ckpt = nl.ModelCheckpoint(
+            save_last=True,
+            monitor="val_loss",
+            mode="min",
+            save_top_k=save_top_k,
+            always_save_context=True,
+            save_optim_on_train_end=True,
+            filename="{step}-{val_loss:.4f}",
+        )
     return nl.NeMoLogger(
         name=name,
         explicit_log_dir=run_dir,

@@ -46,13 +46,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
     last = _latest_last_checkpoint(checkpoints_dir)
     if last is not None and last != p:
         return resolve_checkpoint(last)
-    raise CheckpointError(f"{p} is not a checkpoint: expected a .ckpt file, a Megatron checkpoint folder with "
-                          f"weights/, or a run directory with checkpoints/*-last")
+    raise CheckpointError(
+        f"{p} is not a checkpoint: expected a .ckpt file, a Megatron checkpoint folder with "
+        f"weights/, or a run directory with checkpoints/*-last"
+    )
 
 
 def _strip_module_prefixes(key: str) -> str:
     while key.startswith("module."):
-        key = key[len("module."):]
+        key = key[len("module.") :]
     return key
 
 
@@ -70,8 +72,11 @@ def load_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
         # Only the model's tensors; the optimizer's sharded state is of no use to a new model.
         keys = {k for k in _checkpoint_keys(ckpt) if _strip_module_prefixes(k) != k}
         state = _load_state_dict_from_keys(keys, checkpoint_id=str(ckpt))
-    return {_strip_module_prefixes(k): v for k, v in state.items()
-            if k.startswith("module.") and isinstance(v, torch.Tensor)}
+    return {
+        _strip_module_prefixes(k): v
+        for k, v in state.items()
+        if k.startswith("module.") and isinstance(v, torch.Tensor)
+    }
 
 
 def _checkpoint_keys(weights_dir: Path) -> list[str]:
@@ -91,10 +96,13 @@ def load_initial_weights(model: nn.Module, path: str | Path, skip_prefixes: list
     to_load = {k: v for k, v in own.items() if not any(k.startswith(prefix) for prefix in skip_prefixes)}
     missing = sorted(k for k in to_load if k not in weights)
     if missing:
-        raise CheckpointError(f"checkpoint {path} does not fit this model: it lacks {', '.join(missing)} (add their "
-                              f"prefix to initial_ckpt_skip_keys_with_these_prefixes to start them fresh)")
-    wrong = [f"{k} {tuple(weights[k].shape)} != {tuple(v.shape)}" for k, v in to_load.items()
-             if weights[k].shape != v.shape]
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model: it lacks {', '.join(missing)} (add their "
+            f"prefix to initial_ckpt_skip_keys_with_these_prefixes to start them fresh)"
+        )
+    wrong = [
+        f"{k} {tuple(weights[k].shape)} != {tuple(v.shape)}" for k, v in to_load.items() if weights[k].shape != v.shape
+    ]
     if wrong:
         raise CheckpointError(f"checkpoint {path} does not fit this model: shapes differ: {'; '.join(wrong)}")
     model.load_state_dict({k: weights[k].to(v.dtype) for k, v in to_load.items()}, strict=False)

@@ -32,8 +32,10 @@ class CPUStrategy(SingleDeviceStrategy):
         if sampler is not None:
             micro_batches, rest = divmod(sampler.global_batch_size, sampler.micro_batch_size * self.world_size)
             if rest or micro_batches < 1:
-                raise ValueError(f"data.global_batch_size={sampler.global_batch_size} must be a multiple of "
-                                 f"data.micro_batch_size={sampler.micro_batch_size} × {self.world_size} rank(s)")
+                raise ValueError(
+                    f"data.global_batch_size={sampler.global_batch_size} must be a multiple of "
+                    f"data.micro_batch_size={sampler.micro_batch_size} × {self.world_size} rank(s)"
+                )
             # Megatron runs the micro-batches of a global batch inside one step; Lightning accumulates them.
             trainer.accumulate_grad_batches = micro_batches
 

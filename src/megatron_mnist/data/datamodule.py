@@ -1,7 +1,5 @@
 """The Lightning data module: splits, epoch-deterministic resampling and Megatron's micro/global batching."""
 
-from pathlib import Path
-
 import lightning.pytorch as pl
 import torch
 from nemo.lightning.data import WrappedDataLoader
@@ -32,9 +30,18 @@ class MNISTDataModule(pl.LightningDataModule):
         download: let torchvision download MNIST into ``root`` (needs internet).
     """
 
-    def __init__(self, root: str | None = None, micro_batch_size: int = 64, global_batch_size: int | None = None,
-                 val_size: int | None = None, num_workers: int = 0, split_seed: int = 42, train_seed: int = 43,
-                 val_seed: int = 44, download: bool = False):
+    def __init__(
+        self,
+        root: str | None = None,
+        micro_batch_size: int = 64,
+        global_batch_size: int | None = None,
+        val_size: int | None = None,
+        num_workers: int = 0,
+        split_seed: int = 42,
+        train_seed: int = 43,
+        val_seed: int = 44,
+        download: bool = False,
+    ):
         super().__init__()
         self.root = root
         self.micro_batch_size = micro_batch_size
@@ -57,8 +64,10 @@ class MNISTDataModule(pl.LightningDataModule):
         full = MNISTCustom(self.root, train=True, download=self.download)
         n_val = round(len(full) * VAL_FRACTION) if self.val_size is None else self.val_size
         if not 0 < n_val < len(full):
-            raise ValueError(f"data.val_size={n_val} must be between 1 and {len(full) - 1} "
-                             f"(the training files hold {len(full)} digits)")
+            raise ValueError(
+                f"data.val_size={n_val} must be between 1 and {len(full) - 1} "
+                f"(the training files hold {len(full)} digits)"
+            )
         generator = torch.Generator().manual_seed(self.split_seed)
         train, val = random_split(full, [len(full) - n_val, n_val], generator=generator)
         return train, val
@@ -68,11 +77,15 @@ class MNISTDataModule(pl.LightningDataModule):
             train, val = self.train_val_split()
             max_steps = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else 1
             # Megatron's sampler walks its dataset once: make it as long as the whole run, one shuffle per epoch.
-            self._train_ds = MultiEpochDatasetResampler(IdentityMultiEpochDatasetWrapper(train),
-                                                        num_samples=max_steps * self.global_batch_size,
-                                                        shuffle=True, seed=self.train_seed)
-            self._val_ds = MultiEpochDatasetResampler(IdentityMultiEpochDatasetWrapper(val), shuffle=True,
-                                                      seed=self.val_seed)
+            self._train_ds = MultiEpochDatasetResampler(
+                IdentityMultiEpochDatasetWrapper(train),
+                num_samples=max_steps * self.global_batch_size,
+                shuffle=True,
+                seed=self.train_seed,
+            )
+            self._val_ds = MultiEpochDatasetResampler(
+                IdentityMultiEpochDatasetWrapper(val), shuffle=True, seed=self.val_seed
+            )
         if stage in ("predict", "test") and self._predict_ds is None:
             self._predict_ds = MNISTCustom(self.root, train=False, download=self.download)
 
@@ -110,7 +123,3 @@ class MNISTDataModule(pl.LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         self.data_sampler.init_consumed_samples = state_dict["consumed_samples"]
         self.data_sampler.prev_consumed_samples = state_dict["consumed_samples"]
-
-    @property
-    def root_path(self) -> Path | None:
-        return Path(self.root) if self.root else None

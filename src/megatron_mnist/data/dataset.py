@@ -53,8 +53,9 @@ class MNISTCustom(MNIST):
         images = read_idx(find_idx_file(self.raw_folder, f"{split}-images-idx3-ubyte"), ndim=3)
         labels = read_idx(find_idx_file(self.raw_folder, f"{split}-labels-idx1-ubyte"), ndim=1)
         if len(images) != len(labels):
-            raise IDXError(f"MNIST {split} files in {self.raw_folder} disagree: {len(images)} images, "
-                           f"{len(labels)} labels")
+            raise IDXError(
+                f"MNIST {split} files in {self.raw_folder} disagree: {len(images)} images, {len(labels)} labels"
+            )
         # Scale once here rather than per item through PIL and ToTensor: same values, far less work per step.
         data = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
         return data, torch.from_numpy(labels.astype(np.int64))

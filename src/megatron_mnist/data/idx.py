@@ -42,6 +42,8 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
     offset = 4 + 4 * ndim
     expected = int(np.prod(shape))
     if len(raw) - offset != expected:
-        raise IDXError(f"MNIST file {path} is truncated or corrupt: header says {shape} = {expected} bytes, "
-                       f"file holds {len(raw) - offset}")
+        raise IDXError(
+            f"MNIST file {path} is truncated or corrupt: header says {shape} = {expected} bytes, "
+            f"file holds {len(raw) - offset}"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape)

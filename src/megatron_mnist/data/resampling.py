@@ -6,7 +6,8 @@ whose index ``i`` maps to ``EpochIndex(epoch=i // n, idx=perm_epoch[i % n])``, t
 ``seed + epoch``. Resuming at any ``consumed_samples`` therefore reproduces the exact batches.
 """
 
-from typing import NamedTuple, Protocol, Sized, TypeVar
+from collections.abc import Sized
+from typing import NamedTuple, Protocol, TypeVar
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -48,8 +49,7 @@ class MultiEpochDatasetResampler(Dataset):
         seed: the base seed.
     """
 
-    def __init__(self, dataset: MultiEpochDataset, num_samples: int | None = None, shuffle: bool = True,
-                 seed: int = 0):
+    def __init__(self, dataset: MultiEpochDataset, num_samples: int | None = None, shuffle: bool = True, seed: int = 0):
         self.dataset = dataset
         self.epoch_len = len(dataset)
         if self.epoch_len == 0:

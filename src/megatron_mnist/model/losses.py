@@ -1,6 +1,7 @@
 """Loss reductions in Megatron's contract: ``forward`` → ``(loss, {"avg": loss})``, ``reduce`` → mean of the avgs."""
 
-from typing import Sequence, TypedDict
+from collections.abc import Sequence
+from typing import TypedDict
 
 import torch
 from nemo.lightning.megatron_parallel import MegatronLossReduction

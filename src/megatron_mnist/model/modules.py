@@ -25,8 +25,9 @@ class MNISTModel(MegatronModule):
         self.model_type = ModelType.encoder_or_decoder  # read by Megatron's schedules
         hidden, embedding = config.hidden_size, config.embedding_dim
         self.trunk = nn.Sequential(nn.Linear(IMAGE_PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, embedding))
-        self.decoder = (nn.Sequential(nn.Linear(embedding, hidden), nn.ReLU(), nn.Linear(hidden, IMAGE_PIXELS))
-                        if decoder else None)
+        self.decoder = (
+            nn.Sequential(nn.Linear(embedding, hidden), nn.ReLU(), nn.Linear(hidden, IMAGE_PIXELS)) if decoder else None
+        )
         self.digit_classifier = nn.Linear(embedding, NUM_DIGITS) if classifier else None
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,0 +1,11 @@
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `recipes` and `launch` live at the top of the repository
+
+
+def pytest_configure(config):
+    # NeMo-Run keeps experiments under NEMORUN_HOME (default ~/.nemo_run): keep tests out of the user's.
+    os.environ.setdefault("NEMORUN_HOME", str(ROOT / ".pytest_cache" / "nemo_run"))

@@ -1,0 +1,17 @@
+"""Reading the CSV logs a run wrote."""
+
+import csv
+from pathlib import Path
+
+
+def logged(run_dir: Path, column: str) -> list[tuple[int, float]]:
+    """(step, value) rows of ``column`` over all of the run's CSV versions (a resumed run adds a version)."""
+    rows = []
+    for path in sorted(Path(run_dir).glob("csv_logs/version_*/metrics.csv")):
+        with open(path) as f:
+            rows += [(int(r["step"]), float(r[column])) for r in csv.DictReader(f) if r.get(column)]
+    return rows
+
+
+def mean(values):
+    return sum(values) / len(values)

@@ -1,0 +1,78 @@
+"""launch.py as a user runs it: a subprocess, jobs through NeMo-Run's LocalExecutor."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runlogs import logged
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def launch(*args, timeout=600, python_flags=()):
+    env = dict(os.environ, COLUMNS="200")
+    return subprocess.run(
+        [sys.executable, *python_flags, str(ROOT / "launch.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def test_dryrun_shows_config_and_command_without_training_or_heavy_imports(tmp_path):
+    result = launch(
+        "pretrain", "trainer.max_steps=50", f"log.log_dir={tmp_path}", "--dryrun", python_flags=("-X", "importtime")
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "max_steps=50" in result.stdout
+    assert "nemo_run.core.runners.fdl_runner" in result.stdout  # the command the executor would start
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
+    assert not {"nemo.lightning", "megatron.core", "nemo.collections"} & imported
+    assert not list(tmp_path.iterdir())  # nothing ran
+
+
+def test_help_lists_the_recipes_and_their_knobs():
+    top = launch("--help")
+    assert top.returncode == 0 and all(name in top.stdout for name in ("pretrain", "finetune", "predict", "pipeline"))
+    sub = launch("pretrain", "--help")
+    assert sub.returncode == 0 and "max_steps" in sub.stdout and "--dryrun" in sub.stdout
+
+
+def test_local_executor_trains_then_resumes_the_same_run(tmp_path):
+    args = ["pretrain", f"log.log_dir={tmp_path}", "log.name=r", "trainer.val_check_interval=10", "--yes"]
+    first = launch(*args, "trainer.max_steps=20")
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert "SUCCEEDED" in first.stdout
+    run_dir = tmp_path / "r"
+    assert list(run_dir.glob("checkpoints/*step=20*-last.ckpt"))
+
+    second = launch(*args, "trainer.max_steps=30")
+    assert second.returncode == 0, second.stdout[-3000:]
+    steps = [step for step, _ in logged(run_dir, "train_loss")]
+    assert max(steps) == 29 and sorted(set(steps)) == steps  # no step trained twice: it resumed at 20
+    assert list(run_dir.glob("checkpoints/*step=30*-last.ckpt"))
+
+
+def test_a_failing_job_fails_the_launcher_and_shows_its_log(tmp_path):
+    result = launch("finetune", f"model.initial_ckpt_path={tmp_path / 'nope'}", f"log.log_dir={tmp_path}", "--yes")
+    assert result.returncode != 0
+    assert "FAILED" in result.stdout
+    assert "checkpoint not found" in result.stdout  # the job's log tail
+
+
+def test_pipeline_runs_all_three_stages(tmp_path):
+    result = launch(
+        "pipeline", "--max-steps", "100", "--log-dir", str(tmp_path), "--yes", "pretrain.trainer.val_check_interval=50"
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    for stage in ("pretrain", "finetune", "predict"):
+        assert f"{stage}: SUCCEEDED" in result.stdout
+    assert (tmp_path / "pipeline" / "predict" / "predictions.pt").is_file()
+    assert (tmp_path / "pipeline" / "predict" / "metrics.json").is_file()
