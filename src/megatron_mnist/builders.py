@@ -11,7 +11,7 @@ trainer gets :class:`megatron_mnist.strategies.CPUStrategy` in fp32 and the opti
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Literal, Optional
 
 Accelerator = Literal["auto", "gpu", "cpu"]
 Task = Literal["pretrain", "finetune", "finetune_both"]
@@ -34,8 +34,8 @@ def resolve_accelerator(accelerator: str) -> str:
 def model_config(
     task: Task = "pretrain",
     hidden_size: int = 64,
-    initial_ckpt_path: str | None = None,
-    initial_ckpt_skip_keys_with_these_prefixes: list[str] | None = None,
+    initial_ckpt_path: Optional[str] = None,
+    initial_ckpt_skip_keys_with_these_prefixes: Optional[list[str]] = None,
 ):
     """The model's Megatron config (a ``TransformerConfig``) for a task.
 
@@ -59,10 +59,10 @@ def model_config(
 
 
 def mnist_data(
-    root: str | None = None,
+    root: Optional[str] = None,
     micro_batch_size: int = 64,
-    global_batch_size: int | None = None,
-    val_size: int | None = None,
+    global_batch_size: Optional[int] = None,
+    val_size: Optional[int] = None,
     num_workers: int = 0,
     download: bool = False,
 ):
@@ -88,7 +88,7 @@ def trainer(
     num_nodes: int = 1,
     max_steps: int = 100,
     val_check_interval: int = 5,
-    limit_val_batches: int | None = None,
+    limit_val_batches: Optional[int] = None,
     log_every_n_steps: int = 5,
     enable_progress_bar: bool = True,
 ):

@@ -69,20 +69,14 @@ def load_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
     else:
         from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
-        # Only the model's tensors; the optimizer's sharded state is of no use to a new model.
-        keys = {k for k in _checkpoint_keys(ckpt) if _strip_module_prefixes(k) != k}
-        state = _load_state_dict_from_keys(keys, checkpoint_id=str(ckpt))
+        # All keys: asking for a subset needs planner data that Megatron's torch_dist metadata does not carry. The
+        # optimizer's tensors come along and are dropped below; for this model they are small.
+        state = _load_state_dict_from_keys(checkpoint_id=str(ckpt))
     return {
         _strip_module_prefixes(k): v
         for k, v in state.items()
         if k.startswith("module.") and isinstance(v, torch.Tensor)
     }
-
-
-def _checkpoint_keys(weights_dir: Path) -> list[str]:
-    from torch.distributed.checkpoint import FileSystemReader
-
-    return list(FileSystemReader(str(weights_dir)).read_metadata().state_dict_metadata)
 
 
 def load_initial_weights(model: nn.Module, path: str | Path, skip_prefixes: list[str]) -> None:

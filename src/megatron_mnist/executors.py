@@ -5,12 +5,13 @@ code never asks which one runs it. Registered for the CLI: ``python launch.py pr
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import nemo_run as run
 
 
 @run.cli.factory
-def local(ntasks_per_node: int = 1, launcher: str | None = None) -> run.Config[run.LocalExecutor]:
+def local(ntasks_per_node: int = 1, launcher: Optional[str] = None) -> run.Config[run.LocalExecutor]:
     """This machine, in a child process (``launcher="torchrun"`` with ``ntasks_per_node`` > 1 for several ranks)."""
     if ntasks_per_node < 1:
         raise ValueError(f"executor.ntasks_per_node={ntasks_per_node} must be a positive integer")

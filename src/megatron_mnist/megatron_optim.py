@@ -3,7 +3,11 @@
 Without them megatron-core falls back to torch's AdamW, whose per-parameter ``step`` appears only after the first
 update. Loading a checkpoint builds the optimizer's state template first (``init_state_fn``, then
 ``state_dict()``), and ``state_dict()`` reads that ``step`` from every parameter: a fresh optimizer fails there
-(``assert len(steps) == 1``). Seeding ``step`` in ``init_state_fn`` is what the Apex/TE path does implicitly.
+(``assert len(steps) == 1``), before ``init_state_fn`` runs. So the state is seeded as soon as the optimizer
+exists — zeros and ``step`` 0, exactly what torch's AdamW would create at its first update.
+
+Loading then restores ``step`` from the param groups and copies the checkpoint's per-parameter tensors (which
+never include ``step``) into every state key, ``step`` included (``KeyError: 'step'``): the copy is made to skip it.
 """
 
 import torch
@@ -22,6 +26,23 @@ def _with_step(init_state_fn):
     return init_state
 
 
+def _copy_states_except_step(megatron_optimizer):
+    copy_states = megatron_optimizer._set_main_param_and_optimizer_states
+
+    def set_states(model_param, tensors):
+        group_index, group_order = megatron_optimizer.model_param_group_index_map[model_param]
+        main_param = megatron_optimizer.optimizer.param_groups[group_index]["params"][group_order]
+        state = megatron_optimizer.optimizer.state[main_param]
+        step = state.pop("step", None)
+        try:
+            copy_states(model_param, tensors)
+        finally:
+            if step is not None:
+                state["step"] = step
+
+    return set_states
+
+
 class MegatronAdamModule(MegatronOptimizerModule):
     def optimizers(self, model):
         optimizers = super().optimizers(model)
@@ -30,4 +51,8 @@ class MegatronAdamModule(MegatronOptimizerModule):
                 inner = getattr(optimizer, "mcore_optimizer", optimizer)
                 for megatron_optimizer in getattr(inner, "chained_optimizers", [inner]):
                     megatron_optimizer.init_state_fn = _with_step(megatron_optimizer.init_state_fn)
+                    megatron_optimizer.init_state_fn(megatron_optimizer.optimizer, megatron_optimizer.config)
+                    megatron_optimizer._set_main_param_and_optimizer_states = _copy_states_except_step(
+                        megatron_optimizer
+                    )
         return optimizers

@@ -6,6 +6,7 @@ on the 2,000 held-out digits is well above chance.
 """
 
 import json
+from pathlib import Path
 
 import fiddle as fdl
 import pytest
@@ -81,3 +82,15 @@ def test_pretrain_continue_finetune_both_finetune_predict(tmp_path):
     assert metrics["accuracy"] == pytest.approx(accuracy)
     print(f"held-out accuracy after the chain: {accuracy:.4f}")
     assert accuracy >= 0.7
+
+
+def test_cpu_finetune_and_predict_from_a_gpu_checkpoint(tmp_path):
+    gpu_checkpoint = Path(__file__).resolve().parents[1] / "fixtures" / "gpu_pretrain_checkpoint"
+    _train(finetune(pretrain_checkpoint=str(gpu_checkpoint), name="finetune", log_dir=str(tmp_path), max_steps=200))
+    _assert_learned(tmp_path / "finetune")
+    recipe = predict(checkpoint=str(tmp_path / "finetune"), name="predict", log_dir=str(tmp_path))
+    recipe.trainer.accelerator = "cpu"
+    fdl.build(recipe)()
+    accuracy = json.loads((tmp_path / "predict" / "metrics.json").read_text())["accuracy"]
+    print(f"held-out accuracy, CPU finetune (200 steps) from the GPU-pretrained trunk: {accuracy:.4f}")
+    assert accuracy >= 0.5

@@ -35,8 +35,8 @@ def test_layer_sizes_match_the_tutorial():
     assert shapes == {
         "trunk.0.weight": (64, 784),
         "trunk.2.weight": (3, 64),
-        "decoder.0.weight": (64, 3),
-        "decoder.2.weight": (784, 64),
+        "image_decoder.0.weight": (64, 3),
+        "image_decoder.2.weight": (784, 64),
         "digit_classifier.weight": (10, 3),
     }
 
@@ -54,7 +54,7 @@ def test_finetune_adds_the_head_and_drops_the_decoder(tmp_path):
     for key, value in pretrained.state_dict().items():
         if key.startswith("trunk."):
             assert torch.equal(finetuned.state_dict()[key], value)
-    assert finetuned.decoder is None
+    assert finetuned.image_decoder is None
     assert not torch.equal(finetuned.digit_classifier.weight, torch.zeros_like(fresh.digit_classifier.weight))
 
 
@@ -64,9 +64,9 @@ def test_skip_prefixes_keep_fresh_weights(tmp_path):
     torch.manual_seed(0)
     target = FinetuneBothConfig().configure_model()
     before = target.digit_classifier.weight.clone()
-    load_initial_weights(target, ckpt, skip_prefixes=["digit_classifier", "decoder"])
+    load_initial_weights(target, ckpt, skip_prefixes=["digit_classifier", "image_decoder"])
     assert torch.equal(target.digit_classifier.weight, before)  # skipped
-    assert not torch.equal(target.decoder[0].weight, both.decoder[0].weight)  # skipped
+    assert not torch.equal(target.image_decoder[0].weight, both.image_decoder[0].weight)  # skipped
     assert torch.equal(target.trunk[0].weight, both.trunk[0].weight)  # loaded
     load_initial_weights(target, ckpt, skip_prefixes=[])
     assert torch.equal(target.digit_classifier.weight, both.digit_classifier.weight)

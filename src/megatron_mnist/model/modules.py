@@ -14,7 +14,7 @@ class MNISTModel(MegatronModule):
 
     One class serves the tutorial's three models: pretraining (trunk + decoder), finetuning (trunk +
     ``digit_classifier``) and both. The attribute names are the checkpoint's key prefixes, which is what
-    ``initial_ckpt_skip_keys_with_these_prefixes`` refers to (``decoder``, ``digit_classifier``).
+    ``initial_ckpt_skip_keys_with_these_prefixes`` refers to (``image_decoder``, ``digit_classifier``).
 
     ``forward`` returns a dict: ``z`` [B, 3] always, ``x_hat`` [B, 784] with the decoder, ``digit_logits`` [B, 10]
     with the classifier.
@@ -25,7 +25,8 @@ class MNISTModel(MegatronModule):
         self.model_type = ModelType.encoder_or_decoder  # read by Megatron's schedules
         hidden, embedding = config.hidden_size, config.embedding_dim
         self.trunk = nn.Sequential(nn.Linear(IMAGE_PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, embedding))
-        self.decoder = (
+        # Not named `decoder`: Megatron's schedules take a model's `decoder` for a transformer block with `.layers`.
+        self.image_decoder = (
             nn.Sequential(nn.Linear(embedding, hidden), nn.ReLU(), nn.Linear(hidden, IMAGE_PIXELS)) if decoder else None
         )
         self.digit_classifier = nn.Linear(embedding, NUM_DIGITS) if classifier else None
@@ -33,8 +34,8 @@ class MNISTModel(MegatronModule):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.trunk(images.reshape(images.shape[0], -1))
         out = {"z": z}
-        if self.decoder is not None:
-            out["x_hat"] = self.decoder(z)
+        if self.image_decoder is not None:
+            out["x_hat"] = self.image_decoder(z)
         if self.digit_classifier is not None:
             out["digit_logits"] = self.digit_classifier(z)
         return out
