@@ -3,12 +3,13 @@
 
     python launch.py pretrain trainer.max_steps=50 --dryrun      # show the config and the command, run nothing
     python launch.py pretrain --yes                              # train on the embedded sample, local executor
-    python launch.py finetune pretrain_checkpoint=runs/pretrain --yes
-    python launch.py predict checkpoint=runs/finetune --yes
+    python launch.py finetune model.initial_ckpt_path=runs/pretrain --yes
+    python launch.py predict model.initial_ckpt_path=runs/finetune --yes
     python launch.py pipeline --yes                              # pretrain -> finetune -> predict
 
-Overrides are NeMo-Run's dotted syntax on the recipe (``data.micro_batch_size=32``, ``optim.lr=3e-4``) or on the
-recipe factory's own arguments (``max_steps=50 name=try2``). Use the long options: NeMo-Run binds ``-y`` both to
+Overrides are NeMo-Run's dotted syntax on the recipe (``data.micro_batch_size=32``, ``optim.lr=3e-4``); the
+recipe factory's own arguments go through ``--factory "pretrain(max_steps=50, name='try2')"``.
+Use the long options: NeMo-Run binds ``-y`` both to
 ``--yaml`` and to ``--yes``.
 
 Nothing here imports the training stack (torch's NeMo / Megatron side): that happens in the job.

@@ -6,6 +6,7 @@ import nemo_run as run
 
 from megatron_mnist import builders
 from megatron_mnist.api import train
+from recipes.training import training_recipe
 
 
 @run.cli.factory(target=train, name="finetune")
@@ -32,17 +33,17 @@ def finetune(
         micro_batch_size: digits per forward pass.
         lr: Adam's learning rate.
     """
-    return run.Partial(
-        train,
-        model=run.Config(
+    return training_recipe(
+        run.Config(
             builders.model_config,
             task=task,
             initial_ckpt_path=pretrain_checkpoint,
             initial_ckpt_skip_keys_with_these_prefixes=["digit_classifier"],
         ),
-        data=run.Config(builders.mnist_data, micro_batch_size=micro_batch_size),
-        trainer=run.Config(builders.trainer, accelerator=accelerator, max_steps=max_steps, val_check_interval=50),
-        optim=run.Config(builders.Adam, lr=lr),
-        log=run.Config(builders.logger, name=name, log_dir=log_dir),
-        resume=run.Config(builders.resume, resume_if_exists=True),
+        name,
+        log_dir,
+        accelerator,
+        max_steps,
+        micro_batch_size,
+        lr,
     )

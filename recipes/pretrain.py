@@ -6,6 +6,7 @@ import nemo_run as run
 
 from megatron_mnist import builders
 from megatron_mnist.api import train
+from recipes.training import training_recipe
 
 
 @run.cli.factory(target=train, name="pretrain")
@@ -27,12 +28,6 @@ def pretrain(
         micro_batch_size: digits per forward pass (global batch = micro × data-parallel ranks).
         lr: Adam's learning rate.
     """
-    return run.Partial(
-        train,
-        model=run.Config(builders.model_config, task="pretrain"),
-        data=run.Config(builders.mnist_data, micro_batch_size=micro_batch_size),
-        trainer=run.Config(builders.trainer, accelerator=accelerator, max_steps=max_steps, val_check_interval=50),
-        optim=run.Config(builders.Adam, lr=lr),
-        log=run.Config(builders.logger, name=name, log_dir=log_dir),
-        resume=run.Config(builders.resume, resume_if_exists=True),
+    return training_recipe(
+        run.Config(builders.model_config, task="pretrain"), name, log_dir, accelerator, max_steps, micro_batch_size, lr
     )

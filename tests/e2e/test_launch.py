@@ -38,6 +38,13 @@ def test_dryrun_shows_config_and_command_without_training_or_heavy_imports(tmp_p
     assert not list(tmp_path.iterdir())  # nothing ran
 
 
+def test_factory_arguments_and_dotted_overrides_compose():
+    result = launch("pretrain", "--factory", "pretrain(name='wide', max_steps=70)", "model.hidden_size=256", "--dryrun")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for expected in ("max_steps=70", "hidden_size=256", "name='wide'"):
+        assert expected in result.stdout
+
+
 def test_help_lists_the_recipes_and_their_knobs():
     top = launch("--help")
     assert top.returncode == 0 and all(name in top.stdout for name in ("pretrain", "finetune", "predict", "pipeline"))

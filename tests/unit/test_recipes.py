@@ -1,0 +1,71 @@
+import subprocess
+import sys
+
+import fiddle as fdl
+import nemo_run as run
+import pytest
+import torch
+
+from megatron_mnist import builders
+from megatron_mnist.api import predict as predict_fn
+from megatron_mnist.api import train
+from recipes.finetune import finetune
+from recipes.pipeline import pipeline
+from recipes.predict import predict
+from recipes.pretrain import pretrain
+
+
+def test_recipes_are_partials_of_train_with_config_fields():
+    r = pretrain()
+    assert isinstance(r, run.Partial) and r.__fn_or_cls__ is train
+    for field in ("model", "data", "trainer", "optim", "log", "resume"):
+        assert isinstance(getattr(r, field), run.Config), field
+    assert r.model.task == "pretrain" and r.trainer.accelerator == "auto"
+    assert predict().__fn_or_cls__ is predict_fn
+
+
+def test_composition_in_python_as_a_user_writes_it():
+    r = pretrain()
+    r.trainer.max_steps = 20
+    r.data.micro_batch_size = 32
+    assert r.trainer.max_steps == 20 and r.data.micro_batch_size == 32
+    assert pretrain().trainer.max_steps == 500  # a fresh recipe is untouched
+    copy = fdl.build(r.data)  # building one field makes the real data module, nothing else
+    assert copy.micro_batch_size == 32 and copy.global_batch_size == 32
+
+
+def test_finetune_points_at_the_pretrain_run_and_starts_the_head_fresh():
+    r = finetune(pretrain_checkpoint="runs/x/pretrain", task="finetune_both")
+    assert r.model.initial_ckpt_path == "runs/x/pretrain"
+    assert r.model.initial_ckpt_skip_keys_with_these_prefixes == ["digit_classifier"]
+    assert r.model.task == "finetune_both"
+
+
+def test_pipeline_stages_find_each_others_checkpoints():
+    stages = pipeline(name="p", log_dir="out", max_steps=7)
+    assert list(stages) == ["pretrain", "finetune", "predict"]
+    assert stages["pretrain"].log.log_dir == "out/p" and stages["pretrain"].log.name == "pretrain"
+    assert stages["finetune"].model.initial_ckpt_path == "out/p/pretrain"
+    assert stages["predict"].model.initial_ckpt_path == "out/p/finetune"
+    assert stages["finetune"].trainer.max_steps == 7
+
+
+def test_composing_a_recipe_imports_no_training_stack():
+    code = (
+        "import sys; sys.path.insert(0, '.'); from recipes.pipeline import pipeline; pipeline(); "
+        "print(sorted(m for m in ('nemo.lightning', 'megatron.core', 'nemo.collections') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_bad_values_are_one_clear_line():
+    with pytest.raises(ValueError, match=r"model.task='pretrian' is not one of pretrain, finetune, finetune_both"):
+        builders.model_config(task="pretrian")
+    with pytest.raises(ValueError, match=r"data.micro_batch_size=0 must be a positive integer"):
+        builders.mnist_data(micro_batch_size=0)
+    with pytest.raises(ValueError, match=r"trainer.accelerator='tpu' is not one of auto, gpu, cpu"):
+        builders.resolve_accelerator("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="trainer.accelerator=gpu but this machine has no CUDA GPU"):
+            builders.resolve_accelerator("gpu")
