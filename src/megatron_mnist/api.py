@@ -39,6 +39,7 @@ def predict(model, data, trainer, log, output: str = "predictions.pt") -> str:
     if not model.initial_ckpt_path:
         raise ValueError("predict needs model.initial_ckpt_path: the checkpoint (or run directory) to predict with")
     model.initial_ckpt_skip_keys_with_these_prefixes = []  # every weight comes from the checkpoint
+    # The module always carries an optimizer (NeMo's strategies set it up); prediction never steps it.
     module = MNISTLightningModule(model, optim=Adam().module(megatron=isinstance(trainer.strategy, MegatronStrategy)))
     app_state = log.setup(trainer)
     batches = trainer.predict(module, datamodule=data)

@@ -21,10 +21,12 @@ def apply_reduction(reduction, batch, forward_out):
 
 
 class CPUStrategy(SingleDeviceStrategy):
-    def __init__(self):
-        super().__init__(device=torch.device("cpu"))
+    """One CPU process, fp32, with MegatronStrategy's step contract and Megatron's batch sampler."""
 
     strategy_name = "megatron_mnist_cpu"
+
+    def __init__(self):
+        super().__init__(device=torch.device("cpu"))
 
     def setup(self, trainer) -> None:
         super().setup(trainer)
