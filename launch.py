@@ -6,30 +6,35 @@
     python launch.py finetune model.initial_ckpt_path=runs/pretrain --yes
     python launch.py predict model.initial_ckpt_path=runs/finetune --yes
     python launch.py pipeline --yes                              # pretrain -> finetune -> predict
+    python launch.py pretrain executor=slurm executor.partition=debug --yes --detach
+    python launch.py status EXPERIMENT_ID                        # also: list, logs, cancel
 
-Overrides are NeMo-Run's dotted syntax on the recipe (``data.micro_batch_size=32``, ``optim.lr=3e-4``); the
-recipe factory's own arguments go through ``--factory "pretrain(max_steps=50, name='try2')"``.
-Use the long options: NeMo-Run binds ``-y`` both to
+Overrides are NeMo-Run's dotted syntax on the recipe (``data.micro_batch_size=32``, ``optim.lr=3e-4``) and on the
+executor (``executor=docker executor.num_gpus=1``); the recipe factory's own arguments go through
+``--factory "pretrain(max_steps=50, name='try2')"``. Use the long options: NeMo-Run binds ``-y`` both to
 ``--yaml`` and to ``--yes``.
 
-Nothing here imports the training stack (torch's NeMo / Megatron side): that happens in the job.
+Nothing here imports the training stack (NeMo's Lightning side, Megatron): that happens in the job.
 """
 
+import inspect
+import re
 import sys
 from pathlib import Path
 
 import fiddle as fdl
 import nemo_run as run
 import typer
-from nemo_run.cli.api import Entrypoint, RunContext
+from nemo_run.cli.api import Entrypoint, RunContext, RunContextError, _parse_prefixed_args
 from nemo_run.cli.cli_parser import parse_cli_args
 from rich.console import Console
 from torchx.specs import AppState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `recipes` beside this file, also from another cwd
 
-from megatron_mnist import executors  # noqa: E402  (also registers executor=local etc. for the CLI)
+from megatron_mnist import executors  # noqa: E402  (also registers executor=local|docker|slurm for the CLI)
 from megatron_mnist.api import predict, train  # noqa: E402
+from megatron_mnist.preflight import PreflightError, check_executor, check_name  # noqa: E402
 from recipes.finetune import finetune  # noqa: E402
 from recipes.pipeline import pipeline as pipeline_stages  # noqa: E402
 from recipes.predict import predict as predict_recipe  # noqa: E402
@@ -39,7 +44,13 @@ console = Console()
 LOG_TAIL_LINES = 40
 
 
-def run_stages(title: str, stages: dict[str, run.Partial], executor, direct: bool = False) -> int:
+def fail(message: str) -> None:
+    """One line on stderr, exit status 2: bad input, found before anything ran."""
+    console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True, stderr=True)
+    sys.exit(2)
+
+
+def run_stages(title: str, stages: dict[str, run.Partial], executor, direct: bool = False, detach: bool = False) -> int:
     """Run the stages in order as one NeMo-Run experiment; 0 when every task succeeded, else 1.
 
     ``run.run`` returns None even when the job failed (NVIDIA-NeMo/Run#289): read each task's state and show the
@@ -53,21 +64,26 @@ def run_stages(title: str, stages: dict[str, run.Partial], executor, direct: boo
     with run.Experiment(title, executor=executor) as exp:
         for name, task in stages.items():
             exp.add(task, name=name)
-        exp.run(sequential=True, tail_logs=False)
-    # Leaving the `with` waits for the last jobs; Job.state then holds what they ended with (asking the local
+        # sequential: on Slurm the stages become jobs with afterok dependencies (so a detached pipeline still
+        # chains); elsewhere each starts when the one before has finished
+        exp.run(sequential=True, detach=detach, tail_logs=False)
+    console.print(f"experiment {exp._id}: {exp._exp_dir}")
+    if detach:
+        console.print(f"submitted; follow it with: python launch.py status {exp._id}")
+        return 0
+    # Leaving the `with` waits for the jobs; Job.state then holds what they ended with (asking the local
     # scheduler afterwards can answer RUNNING or UNKNOWN).
     results = {job.id: (job.state, Path(job.executor.job_dir)) for job in exp.jobs}
-    console.print(f"experiment {exp._id}: {exp._exp_dir}")
     failed = [name for name, (state, _) in results.items() if state != AppState.SUCCEEDED]
     for name, (state, job_dir) in results.items():
-        console.print(f"{name}: {state.name}  job dir: {job_dir}")
+        console.print(f"{name}: {state.name}  job dir: {job_dir}", soft_wrap=True)
     for name in failed:
         show_log_tail(name, results[name][1])
     return 1 if failed else 0
 
 
 def show_log_tail(name: str, job_dir: Path) -> None:
-    # Slurm writes log-*.out; the local scheduler stderr.log / stdout.log under nemo_run/APP/ROLE/RANK/
+    # Slurm writes log-*.out, Docker log_*.out, the local scheduler stderr.log / stdout.log under nemo_run/
     patterns = ("**/log*.out", "**/stderr.log", "**/stdout.log")
     logs = [p for pattern in patterns for p in job_dir.glob(pattern) if p.stat().st_size] if job_dir.is_dir() else []
     if not logs:
@@ -75,12 +91,13 @@ def show_log_tail(name: str, job_dir: Path) -> None:
         return
     log = logs[0]
     lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-    console.print(f"[bold red]{name} failed; last {len(lines)} lines of {log}:[/bold red]")
+    console.print(f"[bold red]{name} failed; last {len(lines)} lines of {log}:[/bold red]", soft_wrap=True)
     print("\n".join(lines))
 
 
 def dryrun(title: str, stages: dict[str, run.Partial], executor) -> None:
-    """What would run: each stage's resolved config, then the exact command the executor would start."""
+    """What would run: the code, each stage's resolved config, then exactly what the executor would submit."""
+    console.print(f"code: {executors.describe_source()}", soft_wrap=True, highlight=False)
     for task in stages.values():
         run.dryrun_fn(task, executor=executor)
     if executor is not None:
@@ -90,8 +107,44 @@ def dryrun(title: str, stages: dict[str, run.Partial], executor) -> None:
             exp.dryrun()
 
 
+def preflight(name: str, executor) -> None:
+    try:
+        check_name(name, "--name")
+        check_executor(executor)
+    except PreflightError as e:
+        fail(str(e))
+
+
 class LaunchContext(RunContext):
-    """NeMo-Run's run context with a launch that reports failures (exit status 1 and the log tail)."""
+    """NeMo-Run's run context, with checks before submitting and a launch that reports failures."""
+
+    def cli_execute(self, fn, args, entrypoint_type="task"):
+        # NeMo-Run 0.11 takes the executor as `run.executor=...` and rejects every key that merely starts with "run"
+        # (NVIDIA-NeMo/Run#604). Take `executor=`/`executor.*`/`run.*` exactly; everything else is the recipe's.
+        run_args, task_args = [], []
+        for arg in args:
+            if arg.startswith("run."):
+                run_args.append(arg[len("run.") :])
+            elif arg.startswith(("executor=", "executor.", "plugins=", "plugins.")):
+                run_args.append(arg)
+            else:
+                task_args.append(arg)
+        if any(a.startswith("executor.") for a in run_args) and not any(a.startswith("executor=") for a in run_args):
+            run_args.insert(0, "executor=local")  # settings for the default executor
+        self.parse_args(run_args)
+        self._execute_task(fn, task_args)
+
+    def parse_executor(self, name: str, *args: str):
+        """``executor=NAME``: one of this package's factories. ``executor.KEY=VALUE`` sets the factory's argument
+        KEY where it has one (``image``, ``python_env``, ``tunnel`` ...), else the executor's field
+        (``partition``, ``time``, ``env_vars`` ...)."""
+        factory = executors.FACTORIES.get(name)
+        if factory is None:
+            raise RunContextError(f"executor={name!r} is not one of {', '.join(executors.FACTORIES)}")
+        params = inspect.signature(factory).parameters
+        own = [a for a in args if re.split(r"[.=\[]", a, maxsplit=1)[0] in params]
+        factory_config = parse_cli_args(run.Partial(factory), own)
+        return parse_cli_args(fdl.build(factory_config)(), [a for a in args if a not in own])
 
     def _execute_task(self, fn, task_args):
         task = self.parse_fn(fn, task_args)
@@ -102,12 +155,24 @@ class LaunchContext(RunContext):
             return
         stages = {self.name: task}
         if self.dryrun:
+            check_name(self.name, "--name")
             dryrun(self.name, stages, self.executor)
             return
+        preflight(self.name, self.executor)
         run.dryrun_fn(task, executor=self.executor)
         if not self._should_continue(self.skip_confirmation):
             return
-        sys.exit(run_stages(self.name, stages, self.executor, direct=self.direct))
+        sys.exit(run_stages(self.name, stages, self.executor, direct=self.direct, detach=self.detach))
+
+
+def parse_executor(args: list[str]):
+    """``executor=NAME executor.key=value ...`` from extra arguments (default: local); the rest of the arguments."""
+    name, executor_args, rest = _parse_prefixed_args(args, "executor")
+    try:
+        config = LaunchContext(name="pipeline").parse_executor(name or "local", *executor_args)
+    except (RunContextError, ValueError) as e:
+        fail(str(e).splitlines()[0])
+    return fdl.build(config), rest
 
 
 DEFAULT_EXECUTOR = executors.local()
@@ -118,8 +183,9 @@ RECIPES = [
 ]
 
 app = typer.Typer(
-    help=__doc__.split("\n\n")[0] + "\n\nRecipes: pretrain, finetune, predict; pipeline runs all three. "
-    "`python launch.py RECIPE --help` lists a recipe's options; `--dryrun` shows its full config.",
+    help=__doc__.split("\n\n")[0] + "\n\nRecipes: pretrain, finetune, predict; pipeline runs all three; list, "
+    "status, logs and cancel manage experiments. `python launch.py RECIPE --help` lists a recipe's options; "
+    "`--dryrun` shows its full config and what would be submitted.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -133,38 +199,111 @@ for _name, _fn, _factory, _help in RECIPES:
         default_executor=DEFAULT_EXECUTOR,
         help_str=_help + "\n\n" + _factory.__doc__,
         run_ctx_cls=LaunchContext,
-    )._add_command(app, is_main=True)  # is_main: skip loading NeMo's own
-    # CLI entry points, which import nemo.collections.llm (~10 s) just to build this command line
+    )._add_command(app, is_main=True)  # is_main: skip loading NeMo's own CLI entry points, which import
+    # nemo.collections.llm (~10 s) just to build this command line
+
+
+def pipeline_output_dir(log_dir: str, executor) -> str:
+    """One folder all stages can reach, so finetune finds pretrain's checkpoint wherever the jobs run."""
+    if isinstance(executor, run.SlurmExecutor) and isinstance(executor.tunnel, run.SSHTunnel):
+        return log_dir if log_dir.startswith("/") else f"{executor.tunnel.job_dir}/{log_dir}"
+    path = str(Path(log_dir).resolve())
+    if isinstance(executor, run.DockerExecutor):
+        executor.volumes.append(f"{path}:{path}")  # the containers write the runs straight to this host folder
+    return path
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def pipeline(
     ctx: typer.Context,
-    name: str = typer.Option("pipeline", help="folder under --log-dir for the three runs"),
+    name: str = typer.Option("pipeline", help="folder under --log-dir for the three runs; the experiment's title"),
     log_dir: str = typer.Option("runs", help="where run folders go"),
     accelerator: str = typer.Option("auto", help="auto, gpu or cpu"),
     max_steps: int = typer.Option(500, help="optimizer steps of pretrain and of finetune"),
-    dryrun_: bool = typer.Option(False, "--dryrun", help="print the configs and commands; run nothing"),
-    direct: bool = typer.Option(False, "--direct", help="run in this process instead of the local executor"),
+    dryrun_: bool = typer.Option(False, "--dryrun", help="print the configs and what would be submitted"),
+    direct: bool = typer.Option(False, "--direct", help="run in this process instead of through an executor"),
+    detach: bool = typer.Option(False, "--detach", help="submit and return (Slurm: the stages are dependent jobs)"),
     yes: bool = typer.Option(False, "--yes", help="do not ask before launching"),
 ):
-    """Run pretrain -> finetune -> predict as one experiment on the local executor.
+    """Run pretrain -> finetune -> predict as one experiment, on any executor.
 
-    Extra arguments override a stage's recipe: `pretrain.trainer.max_steps=50 finetune.optim.lr=3e-4`.
+    Extra arguments choose the executor (`executor=slurm executor.partition=debug`) and override a stage's
+    recipe (`pretrain.trainer.max_steps=50 finetune.optim.lr=3e-4`).
     """
-    stages = pipeline_stages(name=name, log_dir=log_dir, accelerator=accelerator, max_steps=max_steps)
-    for override in ctx.args:
+    try:
+        check_name(name, "--name")
+    except PreflightError as e:
+        fail(str(e))
+    executor, overrides = parse_executor(ctx.args)
+    stages = pipeline_stages(
+        name=name, log_dir=pipeline_output_dir(log_dir, executor), accelerator=accelerator, max_steps=max_steps
+    )
+    for override in overrides:
         stage, _, rest = override.partition(".")
         if stage not in stages or not rest:
-            raise typer.BadParameter(f"{override!r}: expected STAGE.KEY=VALUE with STAGE one of {', '.join(stages)}")
-        parse_cli_args(stages[stage], [rest], stages[stage])
-    executor = fdl.build(executors.local())
+            fail(f"{override!r}: expected STAGE.KEY=VALUE with STAGE one of {', '.join(stages)}, or executor=...")
+        try:
+            parse_cli_args(stages[stage], [rest], stages[stage])
+        except Exception as e:
+            fail(f"{override!r}: {str(e).splitlines()[0]}")
     if dryrun_:
         dryrun(name, stages, executor)
         return
+    if not direct:
+        preflight(name, executor)
     if not yes and not typer.confirm("Launch the pipeline?"):
         return
-    sys.exit(run_stages(name, stages, None if direct else executor, direct=direct))
+    sys.exit(run_stages(name, stages, executor, direct=direct, detach=detach))
+
+
+def load_experiment(experiment_id: str) -> run.Experiment:
+    try:
+        return run.Experiment.from_id(experiment_id)
+    except (AssertionError, FileNotFoundError, ValueError):
+        fail(
+            f"experiment {experiment_id!r} not found under {run.config.get_nemorun_home()}/experiments "
+            f"(python launch.py list shows them)"
+        )
+
+
+@app.command("list")
+def list_experiments(title: str = typer.Argument("", help="only experiments with this title")):
+    """List the experiments NeMo-Run recorded (newest last), with their tasks' job directories."""
+    home = Path(run.config.get_nemorun_home()) / "experiments"
+    titles = [title] if title else sorted(p.name for p in home.iterdir() if p.is_dir()) if home.is_dir() else []
+    for t in titles:
+        for experiment_id in run.Experiment.catalog(t):
+            console.print(f"{experiment_id}  {home / t / experiment_id}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def status(experiment_id: str):
+    """Each task's state, executor and job directory."""
+    exp = load_experiment(experiment_id)
+    for name, info in (exp.status(return_dict=True) or {}).items():
+        console.print(
+            f"{name}: {info['status']}  job id: {info['job_id']}  job dir: {info['local_dir']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def logs(experiment_id: str, task: str = typer.Argument(None, help="a task name (default: every task)")):
+    """Print a task's log."""
+    exp = load_experiment(experiment_id)
+    for job in exp.jobs:
+        if task in (None, job.id):
+            exp.logs(job.id)
+
+
+@app.command()
+def cancel(experiment_id: str, task: str = typer.Argument(None, help="a task name (default: every task)")):
+    """Cancel the experiment's tasks that are still queued or running."""
+    exp = load_experiment(experiment_id)
+    for job in exp.jobs:
+        if task in (None, job.id):
+            exp.cancel(job.id)
 
 
 if __name__ == "__main__":
