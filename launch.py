@@ -18,6 +18,7 @@ Nothing here imports the training stack (NeMo's Lightning side, Megatron): that 
 """
 
 import inspect
+import json
 import re
 import sys
 from pathlib import Path
@@ -41,12 +42,13 @@ from recipes.predict import predict as predict_recipe  # noqa: E402
 from recipes.pretrain import pretrain  # noqa: E402
 
 console = Console()
+errors = Console(stderr=True)
 LOG_TAIL_LINES = 40
 
 
 def fail(message: str) -> None:
     """One line on stderr, exit status 2: bad input, found before anything ran."""
-    console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True, stderr=True)
+    errors.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
     sys.exit(2)
 
 
@@ -76,16 +78,33 @@ def run_stages(title: str, stages: dict[str, run.Partial], executor, direct: boo
     results = {job.id: (job.state, Path(job.executor.job_dir)) for job in exp.jobs}
     failed = [name for name, (state, _) in results.items() if state != AppState.SUCCEEDED]
     for name, (state, job_dir) in results.items():
-        console.print(f"{name}: {state.name}  job dir: {job_dir}", soft_wrap=True)
+        code = exit_code(job_dir) if state != AppState.SUCCEEDED else None
+        status = state.name if code is None else f"{state.name} (exit code {code})"
+        console.print(f"{name}: {status}  job dir: {job_dir}", soft_wrap=True)
     for name in failed:
         show_log_tail(name, results[name][1])
     return 1 if failed else 0
 
 
-def show_log_tail(name: str, job_dir: Path) -> None:
+def exit_code(job_dir: Path) -> int | None:
+    """The task's exit status where its executor writes it down: Docker's status file, the Slurm script's log."""
+    for status_file in job_dir.glob("status_*.out"):
+        return int(json.loads(status_file.read_text())["exit_code"])
+    for sbatch_log in job_dir.glob("sbatch_*.out"):
+        found = re.findall(r"^job exited with code (\d+)$", sbatch_log.read_text(errors="replace"), re.M)
+        if found:
+            return int(found[-1])
+    return None
+
+
+def task_logs(job_dir: Path) -> list[Path]:
     # Slurm writes log-*.out, Docker log_*.out, the local scheduler stderr.log / stdout.log under nemo_run/
     patterns = ("**/log*.out", "**/stderr.log", "**/stdout.log")
-    logs = [p for pattern in patterns for p in job_dir.glob(pattern) if p.stat().st_size] if job_dir.is_dir() else []
+    return [p for pattern in patterns for p in job_dir.glob(pattern) if p.stat().st_size] if job_dir.is_dir() else []
+
+
+def show_log_tail(name: str, job_dir: Path) -> None:
+    logs = task_logs(job_dir)
     if not logs:
         console.print(f"[bold red]{name} failed; no log found under {job_dir}[/bold red]")
         return
@@ -294,7 +313,12 @@ def logs(experiment_id: str, task: str = typer.Argument(None, help="a task name 
     exp = load_experiment(experiment_id)
     for job in exp.jobs:
         if task in (None, job.id):
-            exp.logs(job.id)
+            logs = task_logs(Path(job.executor.job_dir))
+            if not logs:  # a remote job (SSH tunnel): ask the executor
+                exp.logs(job.id)
+            for log in logs:
+                console.print(f"[bold cyan]== {job.id}: {log}[/bold cyan]", soft_wrap=True)
+                print(log.read_text(errors="replace"), end="")
 
 
 @app.command()

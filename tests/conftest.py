@@ -8,4 +8,4 @@ sys.path.insert(0, str(ROOT))  # `recipes` and `launch` live at the top of the r
 
 def pytest_configure(config):
     # NeMo-Run keeps experiments under NEMORUN_HOME (default ~/.nemo_run): keep tests out of the user's.
-    os.environ.setdefault("NEMORUN_HOME", str(ROOT / ".pytest_cache" / "nemo_run"))
+    os.environ.setdefault("NEMORUN_HOME", str(ROOT / ".pytest_cache" / "nemorun-home"))

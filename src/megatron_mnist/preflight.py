@@ -54,6 +54,14 @@ def _tunnel_run(tunnel, command: str) -> tuple[int, str]:
 
 def check_slurm(executor: run.SlurmExecutor) -> None:
     tunnel = executor.tunnel
+    home = run.config.get_nemorun_home()
+    if isinstance(tunnel, run.LocalTunnel) and not tunnel.job_dir and Path(home).name == "nemo_run":
+        # NeMo-Run 0.11 rewrites paths at a folder named nemo_run, its in-container mount point: sbatch's output
+        # path comes out doubled and the job dies before it starts (exit signal 53)
+        raise PreflightError(
+            f"NEMORUN_HOME={home} ends in a folder named nemo_run, which NeMo-Run's Slurm paths "
+            f"cannot take: use another name (the default is ~/.nemo_run)"
+        )
     status, out = _tunnel_run(tunnel, "sinfo -h -o '%P %G'")
     if status != 0:
         raise PreflightError(f"cannot query Slurm (sinfo) {_where(tunnel)}: {out.strip()[:200]}")
@@ -96,7 +104,7 @@ def check_docker(executor: run.DockerExecutor) -> None:
     except FileNotFoundError as e:
         raise PreflightError("docker is not installed on this machine (the docker executor needs an engine)") from e
     if result.returncode != 0:
-        if "Cannot connect" in result.stderr or "daemon" in result.stderr:
+        if "Cannot connect to the Docker daemon" in result.stderr:
             raise PreflightError(f"the Docker engine does not answer: {result.stderr.strip()[:200]}")
         raise PreflightError(
             f"executor.image={executor.container_image!r} is not present on this Docker engine "

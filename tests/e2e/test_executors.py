@@ -1,0 +1,313 @@
+"""One recipe, unchanged, on the local executor, a real Slurm cluster (local and SSH tunnel) and a real Docker engine.
+
+The engines are the project's own (tests/infra/*_up.sh, started by .ci/run and, idempotently, by these fixtures).
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runlogs import logged
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "tests" / "infra"
+IMAGE = "local/debian-python:bookworm"
+FAST = ["trainer.max_steps=20", "trainer.val_check_interval=10", "trainer.enable_progress_bar=false", "--yes"]
+
+pytestmark = pytest.mark.slow
+
+
+def sh(*args, check=True, timeout=600):
+    return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def launch(*args, timeout=900):
+    env = dict(os.environ, COLUMNS="250")
+    return subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    sh("bash", str(INFRA / "slurm_up.sh"), timeout=900)
+    return ["executor=slurm", "executor.partition=debug", "executor.time=00:10:00"]
+
+
+@pytest.fixture(scope="session")
+def docker():
+    sh("bash", str(INFRA / "docker_up.sh"), timeout=900)
+    return ["executor=docker", f"executor.image={IMAGE}", f"executor.python_env={sys.prefix}"]
+
+
+@pytest.fixture(scope="session")
+def ssh_key(tmp_path_factory):
+    key = sh("bash", str(INFRA / "sshd_up.sh"), "2222", str(tmp_path_factory.mktemp("sshd"))).stdout.split()[-1]
+    return key
+
+
+def job_dir_of(stdout: str, task: str) -> Path:
+    line = next(line for line in stdout.splitlines() if line.startswith(f"{task}: ") and "job dir:" in line)
+    return Path(line.split("job dir:")[1].strip())
+
+
+def experiment_id_of(stdout: str) -> str:
+    # launch.py prints "experiment ID: DIR" (NeMo-Run's own hints print "experiment = run.Experiment...")
+    return next(m.group(1) for m in map(re.compile(r"^experiment (\S+): ").match, stdout.splitlines()) if m)
+
+
+def squeue_ids() -> list[str]:
+    return sh("squeue", "-h", "-o", "%i").stdout.split()
+
+
+def sacct_state(job_id: str) -> tuple[str, str]:
+    out = sh("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,ExitCode").stdout.strip().splitlines()
+    state, exit_code = out[0].split("|")
+    return state, exit_code
+
+
+def slurm_job_ids(job_dir: Path) -> list[str]:
+    # sbatch_<name>_<JOBID>.out
+    return sorted({p.stem.rsplit("_", 1)[1] for p in job_dir.glob("sbatch_*.out")})
+
+
+def assert_trained(run_dir: Path):
+    assert list(run_dir.glob("checkpoints/*-last.ckpt")), f"no checkpoint in {run_dir}"
+    assert max(step for step, _ in logged(run_dir, "train_loss")) == 19
+
+
+# -- the recipe runs ------------------------------------------------------------------------------------------------
+def test_slurm_local_tunnel_runs_the_recipe_and_lands_logs_and_checkpoint_in_the_job_dir(slurm):
+    result = launch("pretrain", *slurm, *FAST)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    job_dir = job_dir_of(result.stdout, "pretrain")
+    assert_trained(job_dir / "code" / "runs" / "pretrain")
+    assert "megatron_mnist at" in (job_dir / "SOURCE.txt").read_text()  # which code ran
+    (job_id,) = slurm_job_ids(job_dir)
+    assert sacct_state(job_id) == ("COMPLETED", "0:0")
+    assert "Trainer.fit` stopped: `max_steps=20` reached" in next(job_dir.glob("log-*.out")).read_text()
+
+
+def test_slurm_over_an_ssh_tunnel(slurm, ssh_key, tmp_path):
+    remote = tmp_path / "cluster_jobs"
+    result = launch(
+        "pretrain",
+        *slurm,
+        "executor.tunnel=ssh",
+        "executor.host=127.0.0.1",
+        "executor.user=root",
+        "executor.port=2222",
+        f"executor.identity={ssh_key}",
+        f"executor.job_dir={remote}",
+        f"executor.python_env={sys.prefix}",
+        *FAST,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    run_dirs = list(remote.glob("**/code/runs/pretrain"))  # rsynced to the "login node", run there
+    assert len(run_dirs) == 1
+    assert_trained(run_dirs[0])
+
+
+def test_docker_runs_the_recipe_with_checkpoint_and_logs_on_the_host(docker):
+    result = launch("pretrain", *docker, "executor.shm_size=1g", "executor.env={'MNIST_MARK': 'x'}", *FAST)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    job_dir = job_dir_of(result.stdout, "pretrain")
+    assert_trained(job_dir / "code" / "runs" / "pretrain")
+    status = json.loads(next(job_dir.glob("status_*.out")).read_text())
+    assert status["exit_code"] == "0"
+
+
+def test_the_same_seed_gives_the_same_losses_on_local_slurm_and_docker(slurm, docker, tmp_path):
+    losses = {}
+    for name, executor in (("local", ["executor=local"]), ("slurm", slurm), ("docker", docker)):
+        # local: a fresh folder of ours; slurm and docker: the default relative log_dir, inside their job dir
+        where = [f"log.log_dir={tmp_path}"] if name == "local" else []
+        result = launch("pretrain", *executor, *FAST, "log.name=seeded", *where)
+        assert result.returncode == 0, name + result.stdout[-2000:]
+        job_dir = job_dir_of(result.stdout, "pretrain")
+        run_dir = tmp_path / "seeded" if name == "local" else job_dir / "code" / "runs" / "seeded"
+        losses[name] = [loss for _, loss in logged(run_dir, "train_loss")]
+    assert len(losses["local"]) == 4 and losses["local"] == losses["slurm"] == losses["docker"], losses
+
+
+# -- dry runs: what would be submitted, without submitting or importing the training stack --------------------------
+def test_slurm_dryrun_prints_the_sbatch_script_with_the_gpu_request(slurm):
+    before = squeue_ids()
+    started = time.perf_counter()
+    result = launch("pretrain", *slurm, "executor.gpus_per_node=2", "--dryrun")
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr[-2000:]
+    for line in (
+        "#SBATCH --gpus-per-node=2",
+        "#SBATCH --partition=debug",
+        "#SBATCH --time=00:10:00",
+        f"source {sys.prefix}/bin/activate",
+        "nemo_run.core.runners.fdl_runner",
+    ):
+        assert line in result.stdout, line
+    assert "code: megatron_mnist at" in result.stdout
+    assert squeue_ids() == before
+    print(f"slurm dry run: {elapsed:.1f} s")
+
+
+def test_docker_dryrun_prints_the_container_spec(docker):
+    result = launch(
+        "pretrain",
+        *docker,
+        "executor.num_gpus=1",
+        "executor.shm_size=2g",
+        "executor.volumes=['/tmp:/host_tmp:ro']",
+        "executor.env={'MNIST_MARK': 'x'}",
+        "--dryrun",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for text in (
+        f"container_image: {IMAGE}",
+        "num_gpus: 1",
+        "shm_size: 2g",
+        f"{sys.prefix}:{sys.prefix}:ro",
+        "/tmp:/host_tmp:ro",
+        "MNIST_MARK: x",
+    ):
+        assert text in result.stdout, text
+
+
+# -- failures are failures ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("executor", ["local", "slurm", "docker"])
+def test_a_failing_task_is_failed_with_its_log_tail(executor, request, tmp_path):
+    args = {"local": ["executor=local"]}.get(executor) or request.getfixturevalue(executor)
+    result = launch("finetune", *args, "model.initial_ckpt_path=/nonexistent/pretrain", "--yes")
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "finetune: FAILED" in result.stdout
+    if executor != "local":  # the local scheduler keeps no exit status on disk
+        assert "finetune: FAILED (exit code 1)" in result.stdout
+    assert "checkpoint not found: /nonexistent/pretrain" in result.stdout  # the job's own log, shown
+    if executor == "slurm":
+        (job_id,) = slurm_job_ids(job_dir_of(result.stdout, "finetune"))
+        assert sacct_state(job_id) == ("FAILED", "1:0")
+
+
+# -- experiments ----------------------------------------------------------------------------------------------------
+def test_pipeline_on_slurm_as_dependent_jobs(slurm, tmp_path):
+    result = launch(
+        "pipeline",
+        *slurm,
+        "--max-steps",
+        "30",
+        "--log-dir",
+        str(tmp_path),
+        "--detach",
+        "--yes",
+        "pretrain.trainer.val_check_interval=10",
+        "finetune.trainer.val_check_interval=10",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    experiment = experiment_id_of(result.stdout)
+    deps = sh("squeue", "-h", "-o", "%j %E").stdout
+    assert "afterok" in deps  # finetune and predict wait on the stage before
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = launch("status", experiment).stdout
+        if status.count("SUCCEEDED") == 3 or "FAILED" in status:
+            break
+        time.sleep(5)
+    assert status.count("SUCCEEDED") == 3, status
+    metrics = json.loads((tmp_path / "pipeline" / "predict" / "metrics.json").read_text())
+    assert metrics["num_digits"] == 2000 and metrics["accuracy"] > 0.1
+    logs = launch("logs", experiment, "predict").stdout
+    assert "held-out accuracy" in logs
+
+
+def test_cancel_really_cancels_a_slurm_job(slurm):
+    result = launch("pretrain", *slurm, "trainer.max_steps=100000", "log.name=long", "--yes", "--detach")
+    assert result.returncode == 0, result.stdout[-3000:]
+    experiment = experiment_id_of(result.stdout)
+    (job_id,) = slurm_job_ids_from_status(experiment)
+    assert job_id in squeue_ids()
+    cancelled = launch("cancel", experiment)
+    assert cancelled.returncode == 0, cancelled.stdout
+    deadline = time.time() + 60
+    while job_id in squeue_ids() and time.time() < deadline:
+        time.sleep(1)
+    assert job_id not in squeue_ids()
+    assert sacct_state(job_id)[0] == "CANCELLED" or sacct_state(job_id)[0].startswith("CANCELLED")
+
+
+def slurm_job_ids_from_status(experiment: str) -> list[str]:
+    status = launch("status", experiment).stdout
+    return [line.split("job id:")[1].split()[0] for line in status.splitlines() if "job id:" in line]
+
+
+def test_list_status_and_unknown_experiment(slurm):
+    listed = launch("list").stdout
+    assert "pretrain_" in listed
+    missing = launch("status", "nope_123")
+    assert missing.returncode == 2 and "experiment 'nope_123' not found" in missing.stderr
+
+
+# -- bad input: one clear line, nothing submitted -------------------------------------------------------------------
+def docker_containers() -> list[str]:
+    return sh("docker", "ps", "-a", "-q").stdout.split()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["executor=k8s"], "executor='k8s' is not one of local, docker, slurm"),
+        (
+            ["executor.partition=gpu-nope"],
+            "executor.partition='gpu-nope' does not exist on the cluster (partitions: debug)",
+        ),
+        (["executor.gpus_per_node=4"], "executor.gpus_per_node=4 but partition debug has at most 2 GPU(s) per node"),
+        (["executor.job_dir=/proc/not-here"], "executor.job_dir='/proc/not-here' is not writable on this machine"),
+        (
+            ["executor.tunnel=ssh", "executor.host=127.0.0.1", "executor.port=1", "executor.job_dir=/tmp/x"],
+            "cannot reach the SSH host root@127.0.0.1:1",
+        ),
+    ],
+)
+def test_bad_slurm_input_is_one_line_and_nothing_is_submitted(slurm, args, message):
+    before = squeue_ids()
+    result = launch(
+        "pretrain",
+        "executor=slurm",
+        *[a for a in slurm[1:] if not any(a.split("=")[0] == b.split("=")[0] for b in args)],
+        *args,
+        "--yes",
+    )
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout, result.stderr[-2000:] + result.stdout[-2000:]
+    assert squeue_ids() == before
+
+
+def test_a_missing_image_is_one_line_and_nothing_is_started(docker):
+    before = docker_containers()
+    result = launch("pretrain", "executor=docker", "executor.image=local/not-there:1", "--yes")
+    assert result.returncode == 2
+    assert "executor.image='local/not-there:1' is not present on this Docker engine" in result.stderr
+    assert docker_containers() == before
+
+
+def test_shell_metacharacters_are_data_never_code(slurm, tmp_path):
+    marker = tmp_path / "pwned"
+    bad_name = launch("pretrain", *slurm, "--name", f"x; touch {marker}", "--yes")
+    assert bad_name.returncode == 2 and "is not a valid job name" in bad_name.stderr
+    # an override value full of metacharacters runs as a plain string (here: the run's folder name); a relative
+    # marker would appear in the job's working directory (its code/ folder) or here
+    value = "a$(touch pwned)b;touch pwned`touch pwned`"
+    result = launch("pretrain", *slurm, *FAST, f"log.name='{value}'")
+    assert result.returncode == 0, result.stdout[-3000:]
+    code = job_dir_of(result.stdout, "pretrain") / "code"
+    assert (code / "runs" / value).is_dir()
+    assert not (code / "pwned").exists() and not (ROOT / "pwned").exists() and not marker.exists()
