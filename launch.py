@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `recipes` beside thi
 from megatron_mnist import executors  # noqa: E402  (also registers executor=local|docker|slurm for the CLI)
 from megatron_mnist.api import predict, train  # noqa: E402
 from megatron_mnist.preflight import PreflightError, check_executor, check_name  # noqa: E402
+from megatron_mnist.recipe_checks import RecipeError, check_overrides, check_recipe  # noqa: E402
 from recipes.finetune import finetune  # noqa: E402
 from recipes.pipeline import pipeline as pipeline_stages  # noqa: E402
 from recipes.predict import predict as predict_recipe  # noqa: E402
@@ -126,12 +127,32 @@ def dryrun(title: str, stages: dict[str, run.Partial], executor) -> None:
             exp.dryrun()
 
 
-def preflight(name: str, executor) -> None:
+def preflight(name: str, executor, stages: dict[str, run.Partial]) -> None:
+    """Everything that can be known before submitting; the first problem ends the launch (exit status 2)."""
+    ranks, gpus, local_files = executor_shape(executor)
     try:
         check_name(name, "--name")
+        for index, task in enumerate(stages.values()):
+            # a later pipeline stage starts from files an earlier one has yet to write
+            check_recipe(task, ranks=ranks, executor_gpus=gpus, check_paths=local_files and index == 0)
         check_executor(executor)
-    except PreflightError as e:
+    except (PreflightError, RecipeError) as e:
         fail(str(e))
+
+
+def executor_shape(executor) -> tuple[int, int | None, bool]:
+    """(data-parallel ranks, GPUs per task or None for this machine's, whether the job sees this machine's files)."""
+    if isinstance(executor, run.SlurmExecutor):
+        return (
+            executor.nodes * executor.ntasks_per_node,
+            executor.gpus_per_node or 0,
+            isinstance(executor.tunnel, run.LocalTunnel),
+        )
+    if isinstance(executor, run.DockerExecutor):
+        return executor.ntasks_per_node, executor.num_gpus or 0, True
+    if isinstance(executor, run.LocalExecutor):
+        return executor.nnodes() * executor.nproc_per_node(), None, True
+    return 1, None, True
 
 
 class LaunchContext(RunContext):
@@ -165,7 +186,13 @@ class LaunchContext(RunContext):
         factory_config = parse_cli_args(run.Partial(factory), own)
         return parse_cli_args(fdl.build(factory_config)(), [a for a in args if a not in own])
 
+    recipe_factory = None  # set per command below: the recipe whose keys the overrides must name
+
     def _execute_task(self, fn, task_args):
+        try:
+            check_overrides(self.recipe_factory(), [a for a in task_args if "=" in a])
+        except RecipeError as e:
+            fail(str(e))
         task = self.parse_fn(fn, task_args)
         if any([self.to_yaml, self.to_toml, self.to_json]):
             from nemo_run.cli.api import _serialize_configuration
@@ -177,7 +204,7 @@ class LaunchContext(RunContext):
             check_name(self.name, "--name")
             dryrun(self.name, stages, self.executor)
             return
-        preflight(self.name, self.executor)
+        preflight(self.name, self.executor, stages)
         run.dryrun_fn(task, executor=self.executor)
         if not self._should_continue(self.skip_confirmation):
             return
@@ -217,7 +244,7 @@ for _name, _fn, _factory, _help in RECIPES:
         default_factory=_factory,
         default_executor=DEFAULT_EXECUTOR,
         help_str=_help + "\n\n" + _factory.__doc__,
-        run_ctx_cls=LaunchContext,
+        run_ctx_cls=type(f"{_name.title()}Context", (LaunchContext,), {"recipe_factory": staticmethod(_factory)}),
     )._add_command(app, is_main=True)  # is_main: skip loading NeMo's own CLI entry points, which import
     # nemo.collections.llm (~10 s) just to build this command line
 
@@ -262,14 +289,15 @@ def pipeline(
         if stage not in stages or not rest:
             fail(f"{override!r}: expected STAGE.KEY=VALUE with STAGE one of {', '.join(stages)}, or executor=...")
         try:
+            check_overrides(stages[stage], [rest])
             parse_cli_args(stages[stage], [rest], stages[stage])
         except Exception as e:
-            fail(f"{override!r}: {str(e).splitlines()[0]}")
+            fail(f"{stage}: {e}" if isinstance(e, RecipeError) else str(e).splitlines()[0])
     if dryrun_:
         dryrun(name, stages, executor)
         return
     if not direct:
-        preflight(name, executor)
+        preflight(name, executor, stages)
     if not yes and not typer.confirm("Launch the pipeline?"):
         return
     sys.exit(run_stages(name, stages, executor, direct=direct, detach=detach))

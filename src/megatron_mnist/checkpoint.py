@@ -14,42 +14,7 @@ import torch
 from nemo.lightning.resume import AutoResume
 from torch import nn
 
-
-class CheckpointError(ValueError):
-    """A checkpoint path that is missing, is not a checkpoint, or does not fit the model."""
-
-
-def _latest_last_checkpoint(checkpoints_dir: Path) -> Path | None:
-    candidates = [p for p in checkpoints_dir.iterdir() if p.name.endswith("-last") or p.name.endswith("-last.ckpt")]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """The file or folder that holds a checkpoint's weights, from any path a user is likely to give.
-
-    Accepted: a Lightning ``.ckpt`` file; a Megatron checkpoint folder (with ``weights/``) or its ``weights/``;
-    a CPU checkpoint's ``NAME/`` context folder (its ``NAME.ckpt`` is used); a run directory or its
-    ``checkpoints/`` folder (the newest ``*-last`` checkpoint in it is used).
-    """
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise CheckpointError(f"checkpoint not found: {p}")
-    if p.is_file():
-        return p
-    if (p / "weights").is_dir():
-        return p / "weights"
-    if (p / ".metadata").is_file():
-        return p
-    if p.with_name(p.name + ".ckpt").is_file():
-        return p.with_name(p.name + ".ckpt")
-    checkpoints_dir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
-    last = _latest_last_checkpoint(checkpoints_dir)
-    if last is not None and last != p:
-        return resolve_checkpoint(last)
-    raise CheckpointError(
-        f"{p} is not a checkpoint: expected a .ckpt file, a Megatron checkpoint folder with "
-        f"weights/, or a run directory with checkpoints/*-last"
-    )
+from megatron_mnist.checkpoint_paths import CheckpointError, resolve_checkpoint
 
 
 def _strip_module_prefixes(key: str) -> str:

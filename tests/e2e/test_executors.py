@@ -186,13 +186,18 @@ def test_docker_dryrun_prints_the_container_spec(docker):
 # -- failures are failures ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("executor", ["local", "slurm", "docker"])
 def test_a_failing_task_is_failed_with_its_log_tail(executor, request, tmp_path):
+    # a file that passes the checks made before submitting (it exists) but fails in the job (it is no checkpoint)
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_bytes(b"not a checkpoint")
     args = {"local": ["executor=local"]}.get(executor) or request.getfixturevalue(executor)
-    result = launch("finetune", *args, "model.initial_ckpt_path=/nonexistent/pretrain", "--yes")
-    assert result.returncode == 1, result.stdout[-2000:]
+    if executor == "docker":
+        args = [*args, f"executor.volumes=['{tmp_path}:{tmp_path}:ro']"]
+    result = launch("finetune", *args, f"model.initial_ckpt_path={bogus}", "--yes")
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert "finetune: FAILED" in result.stdout
     if executor != "local":  # the local scheduler keeps no exit status on disk
         assert "finetune: FAILED (exit code 1)" in result.stdout
-    assert "checkpoint not found: /nonexistent/pretrain" in result.stdout  # the job's own log, shown
+    assert f"cannot read checkpoint {bogus}" in result.stdout  # the job's own log, shown
     if executor == "slurm":
         (job_id,) = slurm_job_ids(job_dir_of(result.stdout, "finetune"))
         assert sacct_state(job_id) == ("FAILED", "1:0")

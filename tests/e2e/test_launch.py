@@ -68,10 +68,12 @@ def test_local_executor_trains_then_resumes_the_same_run(tmp_path):
 
 
 def test_a_failing_job_fails_the_launcher_and_shows_its_log(tmp_path):
-    result = launch("finetune", f"model.initial_ckpt_path={tmp_path / 'nope'}", f"log.log_dir={tmp_path}", "--yes")
-    assert result.returncode != 0
-    assert "FAILED" in result.stdout
-    assert "checkpoint not found" in result.stdout  # the job's log tail
+    bogus = tmp_path / "bogus.ckpt"  # exists (so the checks before launching pass), but is no checkpoint
+    bogus.write_bytes(b"not a checkpoint")
+    result = launch("finetune", f"model.initial_ckpt_path={bogus}", f"log.log_dir={tmp_path}", "--yes")
+    assert result.returncode == 1
+    assert "finetune: FAILED" in result.stdout
+    assert f"cannot read checkpoint {bogus}" in result.stdout  # the job's log tail
 
 
 def test_pipeline_runs_all_three_stages(tmp_path):

@@ -1,0 +1,151 @@
+"""Checks of a composed recipe and of CLI overrides, made before anything runs: one line each, naming the bad value
+and what was expected. Cheap: they read the recipe's ``run.Config`` values and the files it names, and import
+neither torch nor NeMo. (The builders repeat the essential ones on the node, for recipes composed in Python.)
+"""
+
+import difflib
+import inspect
+import re
+import shutil
+import typing
+from pathlib import Path
+
+import fiddle as fdl
+
+from megatron_mnist.checkpoint_paths import CheckpointError, resolve_checkpoint
+from megatron_mnist.data.idx import IDXError, find_idx_file
+
+OVERRIDE = re.compile(r"^(?P<key>[A-Za-z_][\w.]*)(?P<op>\+=|-=|\*=|/=|=)(?P<value>.*)$", re.S)
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+class RecipeError(ValueError):
+    """A recipe or an override that cannot run as given."""
+
+
+def dotted_parameters(config: fdl.Buildable, prefix: str = "") -> dict[str, typing.Any]:
+    """Every settable key of a recipe (``trainer.max_steps`` ...) with its annotation."""
+    keys = {}
+    for name, param in inspect.signature(config.__fn_or_cls__).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        keys[prefix + name] = param.annotation
+        value = getattr(config, name, None)
+        if isinstance(value, fdl.Buildable):
+            keys.update(dotted_parameters(value, f"{prefix}{name}."))
+    return keys
+
+
+def _check_type(key: str, value: str, annotation) -> None:
+    """The value must parse as the parameter's type (int, float, bool, a Literal's choices, Optional of those)."""
+    text = value.strip().strip("'\"")
+    if text in ("None", "null") and (
+        annotation is inspect.Parameter.empty or type(None) in typing.get_args(annotation)
+    ):
+        return
+    options = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    if typing.get_origin(annotation) is typing.Literal:
+        if text not in [str(a) for a in typing.get_args(annotation)]:
+            choices = ", ".join(str(a) for a in typing.get_args(annotation))
+            raise RecipeError(f"{key}={value!r} is not one of {choices}")
+        return
+    if len(options) == 1 and typing.get_origin(options[0]) is typing.Literal:
+        return _check_type(key, value, options[0])
+    for kind, parse, expected in ((int, int, "an integer"), (float, float, "a number")):
+        if options == [kind]:
+            try:
+                parse(text)
+            except ValueError:
+                raise RecipeError(f"{key}={value!r} is not {expected}") from None
+    if options == [bool] and text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise RecipeError(f"{key}={value!r} is not true or false")
+
+
+def check_overrides(recipe: fdl.Buildable, args: list[str]) -> None:
+    """Each ``KEY=VALUE`` names a key of the recipe (else: the nearest valid one) with a value of its type."""
+    keys = dotted_parameters(recipe)
+    for arg in args:
+        match = OVERRIDE.match(arg)
+        if not match:
+            raise RecipeError(f"{arg!r} is not an override: expected KEY=VALUE, e.g. trainer.max_steps=50")
+        key = match["key"]
+        if key not in keys:
+            near = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}?" if near else f"valid keys include {', '.join(list(keys)[:8])}, ..."
+            raise RecipeError(f"unknown override key {key!r}: {hint}")
+        if match["op"] == "=":
+            _check_type(key, match["value"], keys[key])
+
+
+def _get(recipe, dotted: str, default=None):
+    value = recipe
+    for part in dotted.split("."):
+        value = getattr(value, part, None)
+        if value is None:
+            return default
+    return value
+
+
+def check_recipe(recipe: fdl.Buildable, ranks: int = 1, check_paths: bool = True, executor_gpus=None) -> None:
+    """Sizes, batch arithmetic, and — where the job sees this machine's files — paths and GPUs.
+
+    Args:
+        ranks: data-parallel ranks the executor starts (the global batch must split over them).
+        check_paths: the checkpoint and data paths are on this machine (not on a cluster behind SSH, and not
+            written by an earlier stage of the same pipeline).
+        executor_gpus: GPUs the executor gives each task (None: this machine's, for the local executor).
+    """
+    for key in (
+        "trainer.max_steps",
+        "trainer.devices",
+        "trainer.num_nodes",
+        "data.micro_batch_size",
+        "data.global_batch_size",
+        "data.val_size",
+        "model.hidden_size",
+    ):
+        value = _get(recipe, key)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise RecipeError(f"{key}={value!r} must be a positive integer")
+    workers = _get(recipe, "data.num_workers")
+    if workers is not None and workers < 0:
+        raise RecipeError(f"data.num_workers={workers} must be 0 or more")
+    lr = _get(recipe, "optim.lr")
+    if lr is not None and not lr > 0:
+        raise RecipeError(f"optim.lr={lr!r} must be positive")
+    micro, global_ = _get(recipe, "data.micro_batch_size"), _get(recipe, "data.global_batch_size")
+    if micro and global_ and global_ % (micro * ranks):
+        raise RecipeError(
+            f"data.global_batch_size={global_} is not a multiple of data.micro_batch_size={micro} "
+            f"× {ranks} data-parallel rank(s)"
+        )
+    accelerator = _get(recipe, "trainer.accelerator")
+    if accelerator == "gpu":
+        gpus = executor_gpus if executor_gpus is not None else (1 if _this_machine_has_gpus() else 0)
+        if not gpus:
+            raise RecipeError(
+                "trainer.accelerator=gpu but the job would get no GPU "
+                "(this machine has none, or the executor asks for none)"
+            )
+    if not check_paths:
+        return
+    ckpt = _get(recipe, "model.initial_ckpt_path")
+    if ckpt:
+        try:
+            resolve_checkpoint(ckpt)
+        except CheckpointError as e:
+            raise RecipeError(f"model.initial_ckpt_path={ckpt!r}: {e}") from None
+    root = _get(recipe, "data.root")
+    if root and not Path(root).is_dir() and not _get(recipe, "data.download"):
+        raise RecipeError(f"data.root={root!r} is not a directory (expected a folder holding MNIST's IDX files)")
+    if root and not _get(recipe, "data.download"):
+        folder = Path(root) / "MNIST" / "raw" if (Path(root) / "MNIST" / "raw").is_dir() else Path(root)
+        try:
+            for stem in MNIST_FILES:
+                find_idx_file(folder, stem)
+        except IDXError as e:
+            raise RecipeError(f"data.root={root!r}: {e}") from None
+
+
+def _this_machine_has_gpus() -> bool:
+    return Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None and Path("/dev/nvidia0").exists()
