@@ -1,0 +1,91 @@
+"""Killed runs lose nothing: the same command resumes from the last complete checkpoint, bit for bit (CPU, fp32)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from runlogs import logged, rows
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def command(log_dir: Path, steps: int = 60) -> list[str]:
+    return [
+        sys.executable,
+        str(ROOT / "launch.py"),
+        "pretrain",
+        "--direct",
+        "--yes",
+        f"log.log_dir={log_dir}",
+        "log.name=r",
+        f"trainer.max_steps={steps}",
+        "trainer.val_check_interval=10",
+        "trainer.log_every_n_steps=1",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+    ]
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    (last,) = run_dir.glob("checkpoints/*-last.ckpt")
+    return torch.load(last, weights_only=False)["state_dict"]
+
+
+def train_losses_after(run_dir: Path, step: int) -> list[tuple[int, float]]:
+    return [(s, loss) for s, loss in logged(run_dir, "train_loss") if s > step]
+
+
+def test_sigkill_then_the_same_command_resumes_bit_for_bit(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(command(straight), check=True, capture_output=True, timeout=600)
+
+    job = subprocess.Popen(
+        command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 300
+    while not list(killed.glob("r/checkpoints/step=20-*-last.ckpt")) and time.time() < deadline:
+        assert job.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert job.returncode == -signal.SIGKILL
+    killed_at = max(step for step, _ in logged(killed / "r", "train_loss"))
+    assert 19 <= killed_at < 59
+
+    resumed = subprocess.run(command(killed), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    versions = sorted((killed / "r").glob("csv_logs/version_*/metrics.csv"))
+    assert len(versions) == 2  # the killed run's log is kept; the resumed run adds its own
+    resumed_rows = rows(versions[1], "train_loss")
+    first_resumed_step = resumed_rows[0][0]
+    assert first_resumed_step in (20, 30, 40, 50)  # right after the checkpoint it resumed from
+    assert resumed_rows == train_losses_after(straight / "r", first_resumed_step - 1)  # exact floats
+    a, b = final_weights(straight / "r"), final_weights(killed / "r")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    print(f"killed after step {killed_at}, resumed at step {first_resumed_step}; losses and weights identical")
+
+
+def test_a_save_killed_midway_is_skipped_and_the_last_complete_checkpoint_is_used(tmp_path):
+    run_dir = tmp_path / "r"
+    subprocess.run(command(tmp_path, steps=20), check=True, capture_output=True, timeout=600)
+    (good,) = run_dir.glob("checkpoints/*-last.ckpt")
+    # what a kill during the step-30 save leaves: a truncated file, its context folder, and NeMo's unfinished mark
+    broken = run_dir / "checkpoints" / "step=30-val_loss=0.0700-last"
+    (broken / "context").mkdir(parents=True)
+    broken.with_name(broken.name + ".ckpt").write_bytes(good.read_bytes()[:1000])
+    broken.with_name(broken.name + "-unfinished").touch()
+    time.sleep(0.01)
+    os.utime(broken, None)  # the newest, so only the mark can rule it out
+
+    resumed = subprocess.run(command(tmp_path, steps=30), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Restoring states from the checkpoint path at {good}" in resumed.stdout + resumed.stderr
+    steps = [step for step, _ in logged(run_dir, "train_loss")]
+    assert steps == list(range(30))  # steps 0-19, then 20-29 after the resume: none repeated, none lost
