@@ -95,6 +95,8 @@ def trainer(
     """NeMo's Trainer with the strategy and precision the hardware calls for (see the module docstring)."""
     import nemo.lightning as nl
 
+    from megatron_mnist.preemption import SaveOnPreemption
+
     if max_steps < 1:
         raise ValueError(f"trainer.max_steps={max_steps} must be a positive integer")
     resolved = resolve_accelerator(accelerator)
@@ -128,6 +130,7 @@ def trainer(
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # Megatron's sampler shards the data
         enable_progress_bar=enable_progress_bar,
+        callbacks=[SaveOnPreemption()],
     )
 
 
