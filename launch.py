@@ -358,5 +358,18 @@ def cancel(experiment_id: str, task: str = typer.Argument(None, help="a task nam
             exp.cancel(job.id)
 
 
+@app.command("compare")
+def compare_runs(run_a: Path, run_b: Path, column: str = typer.Option("train_loss", help="the CSV column")):
+    """Compare two run directories' per-step metric (e.g. the same recipe and seed on two executors).
+
+    Exit status 0 when they logged the same values at the same steps, bit for bit; 1 otherwise.
+    """
+    from megatron_mnist.run_logs import compare
+
+    same, account = compare(run_a, run_b, column)
+    console.print(account, highlight=False)
+    sys.exit(0 if same else 1)
+
+
 if __name__ == "__main__":
     app()

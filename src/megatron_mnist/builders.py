@@ -181,11 +181,17 @@ class Adam:
 
 
 def logger(name: str = "pretrain", log_dir: str = "runs", checkpoint: bool = True, save_top_k: int = 1):
-    """NeMo's logger writing ``log_dir/name``: TensorBoard and CSV logs, checkpoints (last and best val_loss)."""
+    """NeMo's logger writing ``log_dir/name``: TensorBoard and CSV logs, checkpoints (last and best val_loss).
+
+    Running the same name again continues that run (resume-if-exists); a run started while another of the same
+    name is still running gets its own folder (``name-2``, ...) instead of writing into the other's.
+    """
     import nemo.lightning as nl
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    run_dir = f"{log_dir}/{name}"
+    from megatron_mnist.run_dirs import claim_run_dir
+
+    run_dir = claim_run_dir(log_dir, name)
     ckpt = None
     if checkpoint:
         ckpt = nl.ModelCheckpoint(

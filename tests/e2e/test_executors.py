@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runlogs import logged
+from megatron_mnist.run_logs import logged
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "tests" / "infra"
@@ -129,7 +129,7 @@ def test_docker_runs_the_recipe_with_checkpoint_and_logs_on_the_host(docker):
 
 
 def test_the_same_seed_gives_the_same_losses_on_local_slurm_and_docker(slurm, docker, tmp_path):
-    losses = {}
+    losses, run_dirs = {}, {}
     for name, executor in (("local", ["executor=local"]), ("slurm", slurm), ("docker", docker)):
         # local: a fresh folder of ours; slurm and docker: the default relative log_dir, inside their job dir
         where = [f"log.log_dir={tmp_path}"] if name == "local" else []
@@ -137,8 +137,12 @@ def test_the_same_seed_gives_the_same_losses_on_local_slurm_and_docker(slurm, do
         assert result.returncode == 0, name + result.stdout[-2000:]
         job_dir = job_dir_of(result.stdout, "pretrain")
         run_dir = tmp_path / "seeded" if name == "local" else job_dir / "code" / "runs" / "seeded"
-        losses[name] = [loss for _, loss in logged(run_dir, "train_loss")]
+        losses[name], run_dirs[name] = [loss for _, loss in logged(run_dir, "train_loss")], run_dir
     assert len(losses["local"]) == 4 and losses["local"] == losses["slurm"] == losses["docker"], losses
+    same = launch("compare", str(run_dirs["local"]), str(run_dirs["docker"]))
+    assert same.returncode == 0 and "identical: 4 steps of train_loss, bit for bit" in same.stdout
+    other = launch("compare", str(run_dirs["local"]), str(ROOT / "tests" / "fixtures"))
+    assert other.returncode == 1 and "no train_loss logged" in other.stdout
 
 
 # -- dry runs: what would be submitted, without submitting or importing the training stack --------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runlogs import logged
+from megatron_mnist.run_logs import logged
 
 ROOT = Path(__file__).resolve().parents[2]
 

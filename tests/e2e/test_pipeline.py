@@ -12,10 +12,10 @@ import fiddle as fdl
 import pytest
 import torch
 
+from megatron_mnist.run_logs import logged, mean
 from recipes.finetune import finetune
 from recipes.predict import predict
 from recipes.pretrain import pretrain
-from runlogs import logged, mean
 
 pytestmark = pytest.mark.slow
 

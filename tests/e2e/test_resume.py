@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from runlogs import logged, rows
+from megatron_mnist.run_logs import logged, rows
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -89,3 +89,28 @@ def test_a_save_killed_midway_is_skipped_and_the_last_complete_checkpoint_is_use
     assert f"Restoring states from the checkpoint path at {good}" in resumed.stdout + resumed.stderr
     steps = [step for step, _ in logged(run_dir, "train_loss")]
     assert steps == list(range(30))  # steps 0-19, then 20-29 after the resume: none repeated, none lost
+
+
+def test_two_runs_of_one_name_at_once_get_separate_directories(tmp_path):
+    first = subprocess.Popen(command(tmp_path, steps=1500), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "r" / "csv_logs").exists() and time.time() < deadline:
+        time.sleep(0.05)  # the first run has claimed r/ and is training
+    second = subprocess.run(command(tmp_path, steps=30), capture_output=True, text=True, timeout=600)
+    first_out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, first_out[-2000:] + second.stderr[-2000:]
+    # the second found r/ held by the first, still running: they overlapped
+    assert f"is in use by a running job: this run writes {tmp_path / 'r-2'}" in second.stdout
+    for run, steps in (("r", 1500), ("r-2", 30)):  # each a whole run of its own, its own last checkpoint
+        assert [step for step, _ in logged(tmp_path / run, "train_loss")] == list(range(steps))
+        assert len(list((tmp_path / run).glob("checkpoints/*-last.ckpt"))) == 1
+
+
+def test_running_a_finished_run_again_changes_nothing(tmp_path):
+    subprocess.run(command(tmp_path, steps=20), check=True, capture_output=True, timeout=600)
+    (last,) = (tmp_path / "r").glob("checkpoints/*-last.ckpt")
+    weights = final_weights(tmp_path / "r")
+    again = subprocess.run(command(tmp_path, steps=20), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [step for step, _ in logged(tmp_path / "r", "train_loss")] == list(range(20))  # no step trained twice
+    assert all(torch.equal(weights[k], v) for k, v in final_weights(tmp_path / "r").items())

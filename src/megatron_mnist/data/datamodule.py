@@ -76,10 +76,12 @@ class MNISTDataModule(pl.LightningDataModule):
         if stage in ("fit", "validate", "") and self._train_ds is None:
             train, val = self.train_val_split()
             max_steps = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else 1
-            # Megatron's sampler walks its dataset once: make it as long as the whole run, one shuffle per epoch.
+            # Megatron's sampler walks its dataset once: make it as long as the whole run, one shuffle per epoch,
+            # plus one spare global batch: a finished run started again builds its sampler (at the end of the data)
+            # before Lightning sees that there is nothing left to do.
             self._train_ds = MultiEpochDatasetResampler(
                 IdentityMultiEpochDatasetWrapper(train),
-                num_samples=max_steps * self.global_batch_size,
+                num_samples=(max_steps + 1) * self.global_batch_size,
                 shuffle=True,
                 seed=self.train_seed,
             )

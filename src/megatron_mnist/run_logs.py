@@ -1,0 +1,37 @@
+"""Reading a run's CSV logs (``RUN_DIR/csv_logs/version_N/metrics.csv``; a resumed run adds a version)."""
+
+import csv
+from pathlib import Path
+
+
+def rows(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
+    """(step, value) rows of ``column`` in one CSV log."""
+    with open(metrics_csv) as f:
+        return [(int(r["step"]), float(r[column])) for r in csv.DictReader(f) if r.get(column)]
+
+
+def logged(run_dir: Path, column: str) -> list[tuple[int, float]]:
+    """(step, value) rows of ``column`` over all of the run's CSV versions, in the order they were written."""
+    versions = sorted(Path(run_dir).glob("csv_logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+    return [row for path in versions for row in rows(path, column)]
+
+
+def compare(run_a: Path, run_b: Path, column: str = "train_loss") -> tuple[bool, str]:
+    """Whether two runs logged the same ``column`` at the same steps, and a one-line account."""
+    a, b = dict(logged(run_a, column)), dict(logged(run_b, column))
+    if not a or not b:
+        missing = run_a if not a else run_b
+        return False, f"no {column} logged in {missing}/csv_logs"
+    common = sorted(a.keys() & b.keys())
+    diffs = [(step, abs(a[step] - b[step])) for step in common if a[step] != b[step]]
+    only = sorted(a.keys() ^ b.keys())
+    elsewhere = f"; {len(only)} steps logged by one run only (first: {only[0]})" if only else ""
+    if not diffs:
+        if only:
+            return False, f"the {len(common)} common steps of {column} are identical{elsewhere}"
+        return True, f"identical: {len(common)} steps of {column}, bit for bit"
+    worst = max(diffs, key=lambda d: d[1])
+    return False, (
+        f"different: {len(diffs)} of {len(common)} common steps of {column} differ, first at step "
+        f"{diffs[0][0]}, largest |a-b| = {worst[1]:.3g} at step {worst[0]}{elsewhere}"
+    )

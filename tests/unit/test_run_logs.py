@@ -1,0 +1,28 @@
+from megatron_mnist.run_logs import compare, logged
+
+
+def write(run_dir, version, rows):
+    path = run_dir / "csv_logs" / f"version_{version}" / "metrics.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text("epoch,step,train_loss,val_loss\n" + "".join(f"0,{s},{v},\n" for s, v in rows))
+
+
+def test_versions_are_read_in_the_order_written(tmp_path):
+    write(tmp_path / "a", 0, [(0, 1.0), (1, 0.5)])
+    write(tmp_path / "a", 10, [(3, 0.2)])  # version_10 after version_2, not between 1 and 2
+    write(tmp_path / "a", 2, [(2, 0.3)])
+    assert logged(tmp_path / "a", "train_loss") == [(0, 1.0), (1, 0.5), (2, 0.3), (3, 0.2)]
+
+
+def test_compare_says_identical_different_or_partial(tmp_path):
+    write(tmp_path / "a", 0, [(0, 1.0), (1, 0.5), (2, 0.25)])
+    write(tmp_path / "b", 0, [(0, 1.0), (1, 0.5), (2, 0.25)])
+    write(tmp_path / "c", 0, [(0, 1.0), (1, 0.5000001), (2, 0.75)])
+    write(tmp_path / "d", 0, [(0, 1.0), (1, 0.5)])
+    assert compare(tmp_path / "a", tmp_path / "b") == (True, "identical: 3 steps of train_loss, bit for bit")
+    same, text = compare(tmp_path / "a", tmp_path / "c")
+    assert (
+        not same and "2 of 3 common steps of train_loss differ, first at step 1, largest |a-b| = 0.5 at step 2" in text
+    )
+    same, text = compare(tmp_path / "a", tmp_path / "d")
+    assert not same and "1 steps logged by one run only (first: 2)" in text
