@@ -74,3 +74,9 @@ def test_gpus_asked_where_there_are_none(tmp_path):
     result = launch("pretrain", "trainer.accelerator=gpu", f"log.log_dir={tmp_path}", "--yes")
     assert result.returncode == 2
     assert "trainer.accelerator=gpu but the job would get no GPU" in result.stderr
+
+
+def test_an_unknown_recipe():
+    result = launch("pretrian", "--yes")
+    assert result.returncode == 2
+    assert "No such command 'pretrian'" in result.stderr

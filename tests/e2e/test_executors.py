@@ -308,55 +308,19 @@ def test_a_missing_image_is_one_line_and_nothing_is_started(docker):
     assert docker_containers() == before
 
 
-def test_shell_metacharacters_are_data_never_code(slurm, tmp_path):
+@pytest.mark.parametrize("executor", ["local", "slurm", "docker"])
+def test_shell_metacharacters_are_data_never_code(executor, request, tmp_path):
+    args = {"local": ["executor=local"]}.get(executor) or request.getfixturevalue(executor)
     marker = tmp_path / "pwned"
-    bad_name = launch("pretrain", *slurm, "--name", f"x; touch {marker}", "--yes")
+    bad_name = launch("pretrain", *args, "--name", f"x; touch {marker}", "--yes")
     assert bad_name.returncode == 2 and "is not a valid job name" in bad_name.stderr
     # an override value full of metacharacters runs as a plain string (here: the run's folder name); a relative
-    # marker would appear in the job's working directory (its code/ folder) or here
-    value = "a$(touch pwned)b;touch pwned`touch pwned`"
-    result = launch("pretrain", *slurm, *FAST, f"log.name='{value}'")
-    assert result.returncode == 0, result.stdout[-3000:]
-    code = job_dir_of(result.stdout, "pretrain") / "code"
-    assert (code / "runs" / value).is_dir()
-    assert not (code / "pwned").exists() and not (ROOT / "pwned").exists() and not marker.exists()
-
-
-def test_slurm_requeue_saves_resumes_and_loses_no_step(slurm):
-    result = launch(
-        "pretrain",
-        *slurm,
-        "trainer.max_steps=400",
-        "trainer.val_check_interval=100",
-        "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false",
-        "log.name=preempted",
-        "--yes",
-        "--detach",
-    )
-    assert result.returncode == 0, result.stdout[-3000:]
-    (job_id,) = slurm_job_ids_from_status(experiment_id_of(result.stdout))
-    job_dir = Path(
-        next(
-            line.split("job dir:")[1].strip()
-            for line in launch("status", experiment_id_of(result.stdout)).stdout.splitlines()
-            if "job dir:" in line
-        )
-    )
-    run_dir = job_dir / "code" / "runs" / "preempted"
-    deadline = time.time() + 300
-    while not list(run_dir.glob("csv_logs/version_0/metrics.csv")) and time.time() < deadline:
-        time.sleep(0.5)  # the CSV log is written after 100 steps: the job is well into training
-    sh("scontrol", "requeue", job_id)  # what a preemption does: SIGTERM, then back to the queue
-    while "PENDING" not in sh("squeue", "-h", "-j", job_id, "-o", "%T", check=False).stdout:
-        assert time.time() < deadline, "the job was not requeued"
-        time.sleep(0.5)
-    sh("scontrol", "update", f"jobid={job_id}", "StartTime=now")  # skip the requeue's BeginTime wait
-    while sacct_state(job_id)[0] != "COMPLETED":
-        assert time.time() < deadline + 300, sacct_state(job_id)
-        time.sleep(1)
-    log = "".join(p.read_text() for p in job_dir.glob("log-*.out"))
-    assert "SIGTERM after step" in log and "Restoring states from the checkpoint path" in log
-    steps = [step for step, _ in logged(run_dir, "train_loss")]
-    assert len(list(run_dir.glob("csv_logs/version_*"))) == 2  # before and after the requeue
-    assert steps == list(range(400))  # in order, none repeated, none lost
+    # marker would appear in the job's working directory or here
+    value = "a$(touch pwned)b;touch pwned`touch pwned`'\"x y"
+    log_dir = [f"log.log_dir={tmp_path}"] if executor == "local" else []
+    result = launch("pretrain", *args, *FAST, *log_dir, f"log.name='{value}'")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    workdir = tmp_path if executor == "local" else job_dir_of(result.stdout, "pretrain") / "code" / "runs"
+    assert (workdir / value).is_dir()
+    assert not list(tmp_path.glob("pwned")) and not (ROOT / "pwned").exists() and not (workdir / "pwned").exists()
+    assert not (workdir.parent / "pwned").exists()
