@@ -7,12 +7,13 @@ on the 2,000 held-out digits is well above chance.
 
 import json
 from pathlib import Path
+from statistics import mean
 
 import fiddle as fdl
 import pytest
 import torch
 
-from megatron_mnist.run_logs import logged, mean
+from megatron_mnist.run_logs import logged
 from recipes.finetune import finetune
 from recipes.predict import predict
 from recipes.pretrain import pretrain
