@@ -36,6 +36,8 @@ class SaveOnPreemption(Callback):
         self.received = signum
 
     def _any_rank_received(self, trainer) -> bool:
+        if trainer.world_size == 1:
+            return self.received is not None  # no collective, no device sync on every step
         flag = torch.tensor(int(self.received is not None), device=trainer.strategy.root_device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
