@@ -76,3 +76,36 @@ def test_corrupt_header_and_bad_gzip_are_named(tmp_path):
     gz.write_bytes(b"not gzip at all")
     with pytest.raises(IDXError, match="cannot read MNIST file .*train-labels-idx1-ubyte.gz"):
         read_idx(gz, ndim=1)
+
+
+def _megatron_batches(device_resident: bool, n: int, consumed: int = 0) -> list[dict]:
+    """The first ``n`` training micro-batches as the strategies feed them: Megatron's sampler over the data module."""
+    from nemo.lightning.data import add_megatron_sampler
+
+    from megatron_mnist.data.datamodule import MNISTDataModule
+
+    dm = MNISTDataModule(micro_batch_size=32, device_resident=device_resident)
+    dm.setup("fit")
+    dm._train_ds.num_samples = 10 * 8000  # setup sized it for a trainer's max_steps; there is none here
+    loader = add_megatron_sampler(
+        dm._dataloader(dm._train_ds, "train"), micro_batch_size=32, global_batch_size=32, consumed_samples=consumed
+    )
+    batches = iter(loader)
+    return [next(batches) for _ in range(n)]
+
+
+@pytest.mark.parametrize("consumed", [0, 8000 * 3 - 64])  # from the start, and across an epoch boundary
+def test_batched_gather_gives_the_per_item_batches(consumed):
+    gathered, per_item = _megatron_batches(True, 4, consumed), _megatron_batches(False, 4, consumed)
+    for a, b in zip(gathered, per_item, strict=True):
+        assert set(a) == set(b) == {"data", "label", "idx"}
+        for key in a:
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+    assert gathered[0]["data"].shape == (32, 1, 28, 28)
+
+
+def test_resident_dataset_moves_and_gathers_on_its_device():
+    ds = MNISTCustom(train=False).to("meta")  # any device but the CPU: the gather must happen there
+    batch = ds.__getitems__([3, 1, 4])
+    assert batch["data"].device.type == "meta" and batch["data"].shape == (3, 1, 28, 28)
+    assert batch["idx"].device.type == "meta" and batch["label"].shape == (3,)

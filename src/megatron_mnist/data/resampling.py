@@ -35,6 +35,9 @@ class IdentityMultiEpochDatasetWrapper(Dataset):
     def __getitem__(self, index: EpochIndex):
         return self.dataset[index.idx]
 
+    def __getitems__(self, indices: list[EpochIndex]):
+        return fetch_many(self.dataset, [index.idx for index in indices])
+
     def __len__(self) -> int:
         return len(self.dataset)
 
@@ -82,3 +85,13 @@ class MultiEpochDatasetResampler(Dataset):
 
     def __getitem__(self, index: int):
         return self.dataset[self.epoch_index(index)]
+
+    def __getitems__(self, indices: list[int]):
+        return fetch_many(self.dataset, [self.epoch_index(index) for index in indices])
+
+
+def fetch_many(dataset, indices: list):
+    """A batch of items: one ``__getitems__`` call where the dataset has it (as torch's DataLoader does), else a list
+    of items for the collate function."""
+    getitems = getattr(dataset, "__getitems__", None)
+    return getitems(indices) if callable(getitems) else [dataset[index] for index in indices]
