@@ -64,9 +64,14 @@ def mnist_data(
     global_batch_size: Optional[int] = None,
     val_size: Optional[int] = None,
     num_workers: int = 0,
+    device_resident: bool = True,
     download: bool = False,
 ):
-    """The MNIST data module (see ``MNISTDataModule``); ``root=None`` trains on the embedded 10,000-digit sample."""
+    """The MNIST data module (see ``MNISTDataModule``); ``root=None`` trains on the embedded 10,000-digit sample.
+
+    ``device_resident`` (default) keeps the digits on the training device and gathers batches there; False gives the
+    classic per-item DataLoader with ``num_workers`` worker processes.
+    """
     from megatron_mnist.data.datamodule import MNISTDataModule
 
     for name, value in (("micro_batch_size", micro_batch_size), ("global_batch_size", global_batch_size)):
@@ -78,6 +83,7 @@ def mnist_data(
         global_batch_size=global_batch_size,
         val_size=val_size,
         num_workers=num_workers,
+        device_resident=device_resident,
         download=download,
     )
 
@@ -94,6 +100,7 @@ def trainer(
 ):
     """NeMo's Trainer with the strategy and precision the hardware calls for (see the module docstring)."""
     import nemo.lightning as nl
+    from lightning.pytorch.callbacks import TQDMProgressBar
 
     from megatron_mnist.preemption import SaveOnPreemption
 
@@ -101,6 +108,9 @@ def trainer(
         raise ValueError(f"trainer.max_steps={max_steps} must be a positive integer")
     resolved = resolve_accelerator(accelerator)
     if resolved == "gpu":
+        from megatron_mnist.megatron_writer import use_forked_result_queue
+
+        use_forked_result_queue()
         strategy = nl.MegatronStrategy(
             tensor_model_parallel_size=1,
             pipeline_model_parallel_size=1,
@@ -109,12 +119,21 @@ def trainer(
             # The default (dp_reshardable) optimizer format fails to save torch Adam's scalar `step` state, which is
             # what Megatron uses without Apex / Transformer Engine; the fully reshardable format handles it.
             ckpt_optim_fully_reshardable=True,
+            # the state dict's structure never changes within a run: reuse the save plan after the first save
+            ckpt_assume_constant_structure=True,
         )
+        # The module logs train_loss itself; NeMo's copy (reduced_train_loss) would cost a second log call per step.
+        strategy.log_train_loss = False
         plugins = nl.MegatronMixedPrecision(precision="bf16-mixed")
     else:
         from megatron_mnist.strategies import CPUStrategy
 
         strategy, plugins = CPUStrategy(), None
+    callbacks = [SaveOnPreemption()]
+    if enable_progress_bar:
+        # Redraw when there is something new to show (the logged metrics change every log_every_n_steps): a redraw
+        # reads the metrics back from the GPU.
+        callbacks.append(TQDMProgressBar(refresh_rate=log_every_n_steps))
     return nl.Trainer(
         accelerator=resolved,
         devices=devices,
@@ -130,7 +149,7 @@ def trainer(
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # Megatron's sampler shards the data
         enable_progress_bar=enable_progress_bar,
-        callbacks=[SaveOnPreemption()],
+        callbacks=callbacks,
     )
 
 
@@ -164,6 +183,9 @@ class Adam:
                     adam_eps=self.adam_eps,
                     bf16=True,
                     use_distributed_optimizer=True,
+                    # No clipping, as torch's Adam on the CPU path (Megatron's default clips at 1.0, which also
+                    # costs a grad-norm reduction and a log call every step).
+                    clip_grad=0.0,
                 )
             )
         import torch

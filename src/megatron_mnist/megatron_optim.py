@@ -6,6 +6,8 @@ update. Loading a checkpoint builds the optimizer's state template first (``init
 (``assert len(steps) == 1``), before ``init_state_fn`` runs. So the state is seeded as soon as the optimizer
 exists — zeros and ``step`` 0, exactly what torch's AdamW would create at its first update.
 
+It also keeps NeMo's per-step logging to what is measured and written (see the methods' comments).
+
 Loading then restores ``step`` from the param groups and copies the checkpoint's per-parameter tensors (which
 never include ``step``) into every state key, ``step`` included (``KeyError: 'step'``): the copy is made to skip it.
 """
@@ -43,9 +45,32 @@ def _copy_states_except_step(megatron_optimizer):
     return set_states
 
 
+def _report_only_measured(step, config):
+    """Megatron's step returns grad_norm 0.0 when it does not clip and num_zeros 0 when it does not count them; NeMo
+    logs whatever is not None, so those zeros would reach the logs every step as if they were measurements."""
+
+    def step_(closure=None, **kwargs):
+        loss, grad_norm, num_zeros = step(closure=closure, **kwargs)
+        return (
+            loss,
+            grad_norm if config.clip_grad > 0 else None,
+            num_zeros if config.log_num_zeros_in_grad else None,
+        )
+
+    return step_
+
+
 class MegatronAdamModule(MegatronOptimizerModule):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # NeMo logs the learning rate before every step; Lightning writes logs every log_every_n_steps, and a
+        # `log` call costs as much Python as a quarter of this model's step. Log it when it will be written.
+        if trainer._logger_connector.should_update_logs:
+            super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
     def optimizers(self, model):
         optimizers = super().optimizers(model)
+        for optimizer in optimizers:
+            optimizer.step = _report_only_measured(optimizer.step, self.config)
         if not distrib_optimizer.HAVE_APEX_OR_TE:
             for optimizer in optimizers:
                 inner = getattr(optimizer, "mcore_optimizer", optimizer)
