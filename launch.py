@@ -76,7 +76,9 @@ def run_stages(title: str, stages: dict[str, run.Partial], executor, direct: boo
         return 0
     # Leaving the `with` waits for the jobs; Job.state then holds what they ended with (asking the local
     # scheduler afterwards can answer RUNNING or UNKNOWN).
-    results = {job.id: (job.state, Path(job.executor.job_dir)) for job in exp.jobs}
+    results = {
+        job.id: (settled_state(job.state, Path(job.executor.job_dir)), Path(job.executor.job_dir)) for job in exp.jobs
+    }
     failed = [name for name, (state, _) in results.items() if state != AppState.SUCCEEDED]
     for name, (state, job_dir) in results.items():
         code = exit_code(job_dir) if state != AppState.SUCCEEDED else None
@@ -85,6 +87,12 @@ def run_stages(title: str, stages: dict[str, run.Partial], executor, direct: boo
     for name in failed:
         show_log_tail(name, results[name][1])
     return 1 if failed else 0
+
+
+def settled_state(state: AppState, job_dir: Path) -> AppState:
+    """The job's state, corrected by the exit status its executor wrote down: NeMo-Run's Docker monitor can lose a
+    container that exited 0 (seen once in CI under load) and answer a state other than SUCCEEDED."""
+    return AppState.SUCCEEDED if state != AppState.SUCCEEDED and exit_code(job_dir) == 0 else state
 
 
 def exit_code(job_dir: Path) -> int | None:

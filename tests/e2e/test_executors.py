@@ -90,7 +90,7 @@ def assert_trained(run_dir: Path):
 # -- the recipe runs ------------------------------------------------------------------------------------------------
 def test_slurm_local_tunnel_runs_the_recipe_and_lands_logs_and_checkpoint_in_the_job_dir(slurm):
     result = launch("pretrain", *slurm, *FAST)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     job_dir = job_dir_of(result.stdout, "pretrain")
     assert_trained(job_dir / "code" / "runs" / "pretrain")
     assert "megatron_mnist at" in (job_dir / "SOURCE.txt").read_text()  # which code ran
@@ -113,7 +113,7 @@ def test_slurm_over_an_ssh_tunnel(slurm, ssh_key, tmp_path):
         f"executor.python_env={sys.prefix}",
         *FAST,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     run_dirs = list(remote.glob("**/code/runs/pretrain"))  # rsynced to the "login node", run there
     assert len(run_dirs) == 1
     assert_trained(run_dirs[0])
@@ -121,7 +121,7 @@ def test_slurm_over_an_ssh_tunnel(slurm, ssh_key, tmp_path):
 
 def test_docker_runs_the_recipe_with_checkpoint_and_logs_on_the_host(docker):
     result = launch("pretrain", *docker, "executor.shm_size=1g", "executor.env={'MNIST_MARK': 'x'}", *FAST)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     job_dir = job_dir_of(result.stdout, "pretrain")
     assert_trained(job_dir / "code" / "runs" / "pretrain")
     status = json.loads(next(job_dir.glob("status_*.out")).read_text())
@@ -221,7 +221,7 @@ def test_pipeline_on_slurm_as_dependent_jobs(slurm, tmp_path):
         "pretrain.trainer.val_check_interval=10",
         "finetune.trainer.val_check_interval=10",
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     experiment = experiment_id_of(result.stdout)
     deps = sh("squeue", "-h", "-o", "%j %E").stdout
     assert "afterok" in deps  # finetune and predict wait on the stage before
@@ -319,7 +319,7 @@ def test_shell_metacharacters_are_data_never_code(executor, request, tmp_path):
     value = "a$(touch pwned)b;touch pwned`touch pwned`'\"x y"
     log_dir = [f"log.log_dir={tmp_path}"] if executor == "local" else []
     result = launch("pretrain", *args, *FAST, *log_dir, f"log.name='{value}'")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     workdir = tmp_path if executor == "local" else job_dir_of(result.stdout, "pretrain") / "code" / "runs"
     assert (workdir / value).is_dir()
     assert not list(tmp_path.glob("pwned")) and not (ROOT / "pwned").exists() and not (workdir / "pwned").exists()
