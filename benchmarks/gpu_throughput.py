@@ -30,6 +30,7 @@ from pathlib import Path
 import fiddle as fdl
 import lightning.pytorch as pl
 import torch
+from gpu_pipeline import reset_megatron_state  # the script beside this one (its folder is on sys.path)
 from torch import nn
 
 from megatron_mnist.data.dataset import MNISTCustom
@@ -107,19 +108,6 @@ def recipe_variant(args, device_resident: bool, log_dir: str, profile: int = 0) 
         if args.json:
             profiler.dump_stats(Path(args.json).with_suffix(".prof"))
     return figures
-
-
-def reset_megatron_state():
-    """Between variants in one process: Megatron's global parallel state and microbatch calculator."""
-    import megatron.core.num_microbatches_calculator as microbatches
-    from megatron.core import parallel_state
-
-    microbatches._GLOBAL_NUM_MICROBATCHES_CALCULATOR = None
-    if parallel_state.is_initialized():
-        parallel_state.destroy_model_parallel()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    torch.cuda.empty_cache()
 
 
 # -- plain PyTorch ---------------------------------------------------------------------------------------------------
