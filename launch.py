@@ -8,6 +8,7 @@
     python launch.py pipeline --yes                              # pretrain -> finetune -> predict
     python launch.py pretrain executor=slurm executor.partition=debug --yes --detach
     python launch.py status EXPERIMENT_ID                        # also: list, logs, cancel
+    python launch.py report runs/pipeline                        # pictures and index.html of the runs
 
 Overrides are NeMo-Run's dotted syntax on the recipe (``data.micro_batch_size=32``, ``optim.lr=3e-4``) and on the
 executor (``executor=docker executor.num_gpus=1``); the recipe factory's own arguments go through
@@ -377,6 +378,22 @@ def compare_runs(run_a: Path, run_b: Path, column: str = typer.Option("train_los
     same, account = compare(run_a, run_b, column)
     console.print(account, highlight=False)
     sys.exit(0 if same else 1)
+
+
+@app.command("report")
+def report(
+    run_dir: Path,
+    out: Path = typer.Option(None, help="where the pictures and index.html go (default: RUN_DIR/report)"),
+):
+    """Pictures of runs and an index.html: loss curves, digits and reconstructions, the 3-d embedding, the confusion
+    matrix. RUN_DIR is a run folder or a folder of runs (e.g. runs/pipeline)."""
+    from megatron_mnist.report import write_report
+
+    try:
+        index = write_report(run_dir, out)
+    except FileNotFoundError as e:
+        fail(str(e))
+    console.print(f"report: {index}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

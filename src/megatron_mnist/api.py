@@ -45,11 +45,12 @@ def train(model, data, trainer, optim: Adam, log, resume, seed: int = 1234) -> s
     return str(app_state.log_dir)
 
 
-def predict(model, data, trainer, log, output: str = "predictions.pt") -> str:
+def predict(model, data, trainer, log, output: str = "predictions.pt", report: bool = True) -> str:
     """Run ``model`` (its ``initial_ckpt_path`` names the trained weights) over the held-out digits.
 
     Writes ``output`` in the run directory: ``digit_logits`` [N, 10] (with a classifier), ``z`` [N, 3], ``label``
-    and ``idx``; and ``metrics.json`` with the accuracy. Returns the path of the predictions file.
+    and ``idx``; ``metrics.json`` with the accuracy; with ``report``, the report (``megatron_mnist.report``) of
+    the runs in the folder that holds this one, in ``report/``. Returns the path of the predictions file.
     """
     import torch
     from nemo.lightning.pytorch.strategies import MegatronStrategy
@@ -76,4 +77,13 @@ def predict(model, data, trainer, log, output: str = "predictions.pt") -> str:
         metrics["accuracy"] = correct.float().mean().item()
         print(f"held-out accuracy: {metrics['accuracy']:.4f} on {metrics['num_digits']} digits")
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if report:
+        from megatron_mnist.report import write_report
+
+        # the runs beside this one: in a pipeline's folder, its pretrain and finetune. The predictions are written
+        # already; a report that cannot be made is a warning, not a failed job.
+        try:
+            print(f"report: {write_report(run_dir.parent, run_dir / 'report')}")
+        except Exception as e:
+            print(f"WARNING: no report: {type(e).__name__}: {e} (python launch.py report {run_dir.parent})")
     return str(run_dir / output)

@@ -2,10 +2,12 @@
 
 pretrain → continue pretraining from its checkpoint → finetune adding the classifier head (decoder kept) →
 finetune dropping the decoder → predict. Each stage's loss decreases, each leaves a checkpoint, and prediction
-on the 2,000 held-out digits is well above chance.
+on the 2,000 held-out digits is well above chance; prediction writes the report of the chain's runs.
 """
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from statistics import mean
 
@@ -19,6 +21,7 @@ from recipes.predict import predict
 from recipes.pretrain import pretrain
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _train(recipe):
@@ -83,6 +86,45 @@ def test_pretrain_continue_finetune_both_finetune_predict(tmp_path):
     assert metrics["accuracy"] == pytest.approx(accuracy)
     print(f"held-out accuracy after the chain: {accuracy:.4f}")
     assert accuracy >= 0.7
+    _assert_report(tmp_path, tmp_path / "predict" / "report", predictions)
+    # on demand, from the launcher, into another folder: the same numbers
+    ondemand = tmp_path / "ondemand"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "report", str(tmp_path), "--out", str(ondemand)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((ondemand / "numbers.json").read_text()) == json.loads(
+        (tmp_path / "predict" / "report" / "numbers.json").read_text()
+    )
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "report", str(tmp_path / "nonexistent")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert missing.returncode == 2 and "is not a directory" in missing.stderr
+
+
+def _assert_report(runs: Path, report: Path, predictions: dict) -> None:
+    """The report's pictures exist, and its numbers are the CSV logs' and the predictions file's."""
+    for name in ("losses.png", "embedding.png", "confusion.png", "reconstructions.png"):
+        assert (report / name).stat().st_size > 10_000, name  # a real picture, not an empty canvas
+    numbers = json.loads((report / "numbers.json").read_text())
+    labels, predicted = predictions["label"], predictions["digit_logits"].argmax(-1)
+    assert numbers["predict: accuracy"] == pytest.approx((predicted == labels).float().mean().item())
+    for digit in range(10):
+        of_digit = labels == digit
+        expected = (predicted[of_digit] == digit).float().mean().item()
+        assert numbers[f"predict: accuracy of digit {digit}"] == pytest.approx(expected)
+    for run in ("pretrain", "continued", "finetune_both", "finetune"):
+        assert numbers[f"{run}: final val_loss"] == logged(runs / run, "val_loss")[-1][1]
+        assert numbers[f"{run}: final train_loss"] == logged(runs / run, "train_loss")[-1][1]
+    page = (report / "index.html").read_text()
+    assert all(f'src="{name}"' in page for name in ("losses.png", "confusion.png", "reconstructions.png"))
+    assert f"{numbers['predict: accuracy']:.4f}" in page and "PretrainConfig" in page
 
 
 def test_cpu_finetune_and_predict_from_a_gpu_checkpoint(tmp_path):

@@ -1,0 +1,220 @@
+"""The run report: pictures a person looks at, and an ``index.html`` that shows them with the config and numbers.
+
+``write_report(ROOT)`` reads the runs in ROOT (a run folder, or a folder of run folders such as ``runs/pipeline``):
+train/val loss curves from the training runs' CSV logs, digits beside their reconstructions by a pretrained
+decoder, the 3-d embedding of the held-out digits coloured by digit and the confusion matrix with per-class
+accuracy from the prediction run. It needs torch and matplotlib only: checkpoints are read as tensors, and the
+autoencoder is applied with plain matrix products (its layers are Linear, ReLU, Linear).
+"""
+
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: files only
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from megatron_mnist.run_logs import logged  # noqa: E402
+
+GRID_DIGITS = 16
+
+
+def find_runs(root: Path) -> list[Path]:
+    """ROOT itself when it is a run, else its run subfolders (a run has CSV logs or predictions)."""
+
+    def is_run(path: Path) -> bool:
+        return (path / "csv_logs").is_dir() or (path / "predictions.pt").is_file()
+
+    if is_run(root):
+        return [root]
+    return sorted(p for p in root.iterdir() if p.is_dir() and is_run(p))
+
+
+def final_numbers(run: Path) -> dict[str, float]:
+    numbers = {}
+    for column in ("train_loss", "val_loss"):
+        if values := logged(run, column):
+            numbers[f"final {column}"], numbers["step"] = values[-1][1], values[-1][0]
+    return numbers
+
+
+def plot_losses(training: list[Path], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(training), figsize=(5 * len(training), 3.6), squeeze=False)
+    for ax, run in zip(axes[0], training, strict=True):
+        for column, style in (("train_loss", "-"), ("val_loss", "o-")):
+            if values := logged(run, column):
+                steps, losses = zip(*values, strict=True)
+                ax.plot(steps, losses, style, label=column, markersize=3)
+        ax.set(title=run.name, xlabel="step", ylabel="loss", yscale="log")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def last_checkpoint(run: Path) -> Path | None:
+    found = sorted(run.glob("checkpoints/*-last.ckpt")) or sorted(run.glob("checkpoints/*-last"))
+    return found[-1] if found else None
+
+
+def autoencoder(run: Path) -> dict[str, torch.Tensor] | None:
+    """The trunk and decoder weights of a run's last checkpoint, when it has a decoder."""
+    from megatron_mnist.checkpoint import load_model_weights
+
+    ckpt = last_checkpoint(run)
+    if ckpt is None:
+        return None
+    weights = load_model_weights(ckpt)
+    return weights if "image_decoder.0.weight" in weights else None
+
+
+def reconstruct(weights: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    def mlp(prefix: str, x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(x @ weights[f"{prefix}.0.weight"].float().T + weights[f"{prefix}.0.bias"].float())
+        return hidden @ weights[f"{prefix}.2.weight"].float().T + weights[f"{prefix}.2.bias"].float()
+
+    return mlp("image_decoder", mlp("trunk", images.reshape(len(images), -1))).reshape(images.shape)
+
+
+def plot_reconstructions(images: torch.Tensor, rebuilt: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
+    fig, axes = plt.subplots(2, len(images), figsize=(len(images) * 0.9, 2.2))
+    for i in range(len(images)):
+        for row, picture in enumerate((images[i], rebuilt[i])):
+            axes[row, i].imshow(picture.reshape(28, 28).clamp(0, 1), cmap="gray", vmin=0, vmax=1)
+            axes[row, i].axis("off")
+        axes[0, i].set_title(str(int(labels[i])), fontsize=8)
+    fig.suptitle("held-out digits (top) and their reconstructions (bottom)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_embedding(z: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
+    fig = plt.figure(figsize=(6, 5))
+    ax = fig.add_subplot(projection="3d")
+    points = ax.scatter(z[:, 0], z[:, 1], z[:, 2], c=labels, cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
+    fig.colorbar(points, ax=ax, ticks=range(10), label="digit", shrink=0.7)
+    ax.set_title("3-d embedding of the held-out digits")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[true digit, predicted digit] counts."""
+    return torch.bincount(labels * 10 + predicted, minlength=100).reshape(10, 10)
+
+
+def plot_confusion(matrix: torch.Tensor, path: Path) -> None:
+    per_class = matrix.diag() / matrix.sum(1).clamp(min=1)
+    fig, ax = plt.subplots(figsize=(6, 5.2))
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(10):
+        for j in range(10):
+            color = "white" if matrix[i, j] > matrix.max() / 2 else "black"
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted digit")
+    ax.set_yticklabels([f"{d}  ({per_class[d]:.0%})" for d in range(10)])
+    ax.set_ylabel("true digit  (per-class accuracy)")
+    ax.set_title(f"confusion matrix — accuracy {matrix.diag().sum() / matrix.sum():.4f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def config_summary(run: Path) -> dict[str, str]:
+    """A few fields of the model a run trained, from its checkpoint's NeMo context."""
+    ckpt = last_checkpoint(run)
+    context = ckpt.with_suffix("") / "context" / "model.yaml" if ckpt is not None else None
+    if context is None or not context.is_file():
+        return {}
+    model = yaml.safe_load(context.read_text())
+    config, optim = model.get("config", {}), model.get("optim", {}).get("config", {})
+    summary = {"model": str(config.get("_target_", "")).rsplit(".", 1)[-1], "hidden_size": config.get("hidden_size")}
+    if isinstance(optim, dict) and "lr" in optim:
+        summary["lr"] = optim["lr"]
+    summary["context"] = str(context)
+    return {k: str(v) for k, v in summary.items() if v is not None}
+
+
+def write_report(root: str | Path, out: str | Path | None = None) -> Path:
+    """Write the pictures and ``index.html`` into ``out`` (default ROOT/report); returns the index's path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"report: {root} is not a directory (expected a run folder or a folder of runs)")
+    runs = find_runs(root)
+    if not runs:
+        raise FileNotFoundError(f"report: no runs in {root} (a run folder has csv_logs/ or predictions.pt)")
+    out = Path(out) if out is not None else root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    figures, numbers = [], {}
+
+    training = [run for run in runs if logged(run, "train_loss")]
+    if training:
+        plot_losses(training, out / "losses.png")
+        figures.append(("losses.png", "train and validation loss"))
+        numbers.update({f"{run.name}: {k}": v for run in training for k, v in final_numbers(run).items()})
+
+    for run in runs:
+        if not (run / "predictions.pt").is_file():
+            continue
+        predictions = torch.load(run / "predictions.pt", weights_only=True)
+        labels = predictions["label"].long()
+        plot_embedding(predictions["z"].float(), labels, out / "embedding.png")
+        figures.append(("embedding.png", "3-d embedding, coloured by digit"))
+        if "digit_logits" in predictions:
+            matrix = confusion_matrix(predictions["digit_logits"].argmax(-1), labels)
+            plot_confusion(matrix, out / "confusion.png")
+            figures.append(("confusion.png", "confusion matrix"))
+            numbers[f"{run.name}: accuracy"] = float(matrix.diag().sum() / matrix.sum())
+            numbers[f"{run.name}: digits"] = int(matrix.sum())
+            per_class = matrix.diag() / matrix.sum(1).clamp(min=1)
+            numbers.update({f"{run.name}: accuracy of digit {d}": float(per_class[d]) for d in range(10)})
+
+    decoders = [(run, w) for run in training if (w := autoencoder(run)) is not None]
+    if decoders:
+        from megatron_mnist.data.dataset import MNISTCustom
+
+        test = MNISTCustom(train=False)  # the embedded sample's held-out digits
+        images, labels = test.data[:GRID_DIGITS], test.targets[:GRID_DIGITS]
+        run, weights = decoders[0]
+        plot_reconstructions(images, reconstruct(weights, images), labels, out / "reconstructions.png")
+        figures.append(("reconstructions.png", f"reconstructions by {run.name}'s decoder"))
+
+    (out / "numbers.json").write_text(json.dumps(numbers, indent=2) + "\n")
+    (out / "index.html").write_text(render_html(root, runs, figures, numbers))
+    return out / "index.html"
+
+
+def render_html(root: Path, runs: list[Path], figures: list[tuple[str, str]], numbers: dict) -> str:
+    def table(rows) -> str:
+        cells = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        return f"<table>{cells}</table>"
+
+    def fmt(value) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    configs = "".join(
+        f"<h3>{html.escape(run.name)}</h3>{table(summary.items())}" for run in runs if (summary := config_summary(run))
+    )
+    images = "".join(
+        f'<figure><img src="{name}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption>'
+        "</figure>"
+        for name, caption in figures
+    )
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>megatron-mnist report: {html.escape(str(root))}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} img{{max-width:100%}}
+table{{border-collapse:collapse}} td{{border:1px solid #ccc;padding:2px 8px}} figure{{margin:1.5em 0}}</style>
+</head><body>
+<h1>megatron-mnist report</h1><p>{html.escape(str(root))}: runs {html.escape(", ".join(r.name for r in runs))}</p>
+<h2>Final numbers</h2>{table((k, fmt(v)) for k, v in numbers.items())}
+{images}
+<h2>Config</h2>{configs or "<p>no checkpoint context found</p>"}
+</body></html>
+"""
