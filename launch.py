@@ -9,6 +9,7 @@
     python launch.py pretrain executor=slurm executor.partition=debug --yes --detach
     python launch.py status EXPERIMENT_ID                        # also: list, logs, cancel
     python launch.py report runs/pipeline                        # pictures and index.html of the runs
+    python launch.py check finetune executor=slurm executor.partition=debug   # every pre-submit check, no submit
 
 Overrides are NeMo-Run's dotted syntax on the recipe (``data.micro_batch_size=32``, ``optim.lr=3e-4``) and on the
 executor (``executor=docker executor.num_gpus=1``); the recipe factory's own arguments go through
@@ -196,6 +197,7 @@ class LaunchContext(RunContext):
         return parse_cli_args(fdl.build(factory_config)(), [a for a in args if a not in own])
 
     recipe_factory = None  # set per command below: the recipe whose keys the overrides must name
+    check_only = False  # `launch.py check`: run every check a submission runs, then stop
 
     def _execute_task(self, fn, task_args):
         try:
@@ -209,6 +211,11 @@ class LaunchContext(RunContext):
             _serialize_configuration(task, self.to_yaml, self.to_toml, self.to_json, console=console, verbose=True)
             return
         stages = {self.name: task}
+        if self.check_only:
+            preflight(self.name, self.executor, stages)
+            executor = type(self.executor).__name__
+            console.print(f"check: {self.name} on {executor}: ok — nothing submitted", highlight=False)
+            return
         if self.dryrun:
             check_name(self.name, "--name")
             dryrun(self.name, stages, self.executor)
@@ -239,7 +246,8 @@ RECIPES = [
 
 app = typer.Typer(
     help=__doc__.split("\n\n")[0] + "\n\nRecipes: pretrain, finetune, predict; pipeline runs all three; list, "
-    "status, logs and cancel manage experiments. `python launch.py RECIPE --help` lists a recipe's options; "
+    "status, logs and cancel manage experiments; check runs a submission's checks; report draws runs. "
+    "`python launch.py RECIPE --help` lists a recipe's options; "
     "`--dryrun` shows its full config and what would be submitted.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -378,6 +386,30 @@ def compare_runs(run_a: Path, run_b: Path, column: str = typer.Option("train_los
     same, account = compare(run_a, run_b, column)
     console.print(account, highlight=False)
     sys.exit(0 if same else 1)
+
+
+@app.command("check", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def check(
+    ctx: typer.Context,
+    recipe: str = typer.Argument(..., help="pretrain, finetune or predict"),
+    factory: str = typer.Option(None, "--factory", help="the recipe factory's call, as for the recipe commands"),
+):
+    """Run the checks every submission runs, and submit nothing: override keys and types, sizes and batch
+    divisibility, data and checkpoint paths, GPUs, the executor (Slurm partition, its GPUs and time limit; Docker
+    image; SSH host). Takes the recipe's overrides and executor=... settings. Exit 0 when all pass; else one line
+    naming the problem and exit 2."""
+    commands = {name: (fn, recipe_factory) for name, fn, recipe_factory, _ in RECIPES}
+    if recipe not in commands:
+        fail(f"check: unknown recipe {recipe!r} (expected one of {', '.join(commands)})")
+    fn, recipe_factory = commands[recipe]
+    context_cls = type("CheckContext", (LaunchContext,), {"recipe_factory": staticmethod(recipe_factory)})
+    context = context_cls(name=recipe, factory=factory or recipe_factory)
+    context.check_only = True
+    context.executor = DEFAULT_EXECUTOR
+    try:
+        context.cli_execute(fn, ctx.args)
+    except (RunContextError, ValueError) as e:
+        fail(str(e).splitlines()[0])
 
 
 @app.command("report")

@@ -300,6 +300,24 @@ def test_bad_slurm_input_is_one_line_and_nothing_is_submitted(slurm, args, messa
     assert squeue_ids() == before
 
 
+def test_check_runs_the_submission_checks_and_submits_nothing(slurm, docker):
+    before_jobs, before_containers = squeue_ids(), docker_containers()
+    ok = launch("check", "pretrain", *slurm, f"executor.python_env={sys.prefix}", "trainer.max_steps=10")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "check: pretrain on SlurmExecutor: ok — nothing submitted" in ok.stdout
+    assert launch("check", "predict", *docker, "--factory", "predict(checkpoint='/tmp')").returncode == 2
+    for args, message in [
+        (["pretrain", "executor=slurm", "executor.partition=nope"], "executor.partition='nope' does not exist"),
+        (["pretrain", *docker[:1], "executor.image=local/not-there:1"], "executor.image='local/not-there:1' is not"),
+        (["pretrain", "data.micro_batch_size=0"], "data.micro_batch_size=0 must be a positive integer"),
+        (["pretrian"], "check: unknown recipe 'pretrian' (expected one of pretrain, finetune, predict)"),
+    ]:
+        result = launch("check", *args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr[-2000:])
+        assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+    assert squeue_ids() == before_jobs and docker_containers() == before_containers
+
+
 def test_a_missing_image_is_one_line_and_nothing_is_started(docker):
     before = docker_containers()
     result = launch("pretrain", "executor=docker", "executor.image=local/not-there:1", "--yes")
