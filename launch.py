@@ -9,6 +9,7 @@
     python launch.py pretrain executor=slurm executor.partition=debug --yes --detach
     python launch.py status EXPERIMENT_ID                        # also: list, logs, cancel
     python launch.py report runs/pipeline                        # pictures and index.html of the runs
+    python launch.py pretrain --sweep optim.lr=1e-3,1e-4 data.micro_batch_size=32,64 --yes   # 4 tasks, a table
     python launch.py check finetune executor=slurm executor.partition=debug   # every pre-submit check, no submit
 
 Overrides are NeMo-Run's dotted syntax on the recipe (``data.micro_batch_size=32``, ``optim.lr=3e-4``) and on the
@@ -19,7 +20,9 @@ executor (``executor=docker executor.num_gpus=1``); the recipe factory's own arg
 Nothing here imports the training stack (NeMo's Lightning side, Megatron): that happens in the job.
 """
 
+import csv
 import inspect
+import itertools
 import json
 import re
 import sys
@@ -55,7 +58,14 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def run_stages(title: str, stages: dict[str, run.Partial], executor, direct: bool = False, detach: bool = False) -> int:
+def run_stages(
+    title: str,
+    stages: dict[str, run.Partial],
+    executor,
+    direct: bool = False,
+    detach: bool = False,
+    sequential: bool = True,
+) -> int:
     """Run the stages in order as one NeMo-Run experiment; 0 when every task succeeded, else 1.
 
     ``run.run`` returns None even when the job failed (NVIDIA-NeMo/Run#289): read each task's state and show the
@@ -70,8 +80,8 @@ def run_stages(title: str, stages: dict[str, run.Partial], executor, direct: boo
         for name, task in stages.items():
             exp.add(task, name=name)
         # sequential: on Slurm the stages become jobs with afterok dependencies (so a detached pipeline still
-        # chains); elsewhere each starts when the one before has finished
-        exp.run(sequential=True, detach=detach, tail_logs=False)
+        # chains); elsewhere each starts when the one before has finished. A sweep's tasks run side by side.
+        exp.run(sequential=sequential, detach=detach, tail_logs=False)
     console.print(f"experiment {exp._id}: {exp._exp_dir}")
     if detach:
         console.print(f"submitted; follow it with: python launch.py status {exp._id}")
@@ -171,6 +181,7 @@ class LaunchContext(RunContext):
     def cli_execute(self, fn, args, entrypoint_type="task"):
         # NeMo-Run 0.11 takes the executor as `run.executor=...` and rejects every key that merely starts with "run"
         # (NVIDIA-NeMo/Run#604). Take `executor=`/`executor.*`/`run.*` exactly; everything else is the recipe's.
+        args, self.sweep_axes = split_sweep(args)
         run_args, task_args = [], []
         for arg in args:
             if arg.startswith("run."):
@@ -198,6 +209,7 @@ class LaunchContext(RunContext):
 
     recipe_factory = None  # set per command below: the recipe whose keys the overrides must name
     check_only = False  # `launch.py check`: run every check a submission runs, then stop
+    sweep_axes: list = []  # `--sweep KEY=V1,V2 ...`: one task per combination
 
     def _execute_task(self, fn, task_args):
         try:
@@ -210,6 +222,8 @@ class LaunchContext(RunContext):
 
             _serialize_configuration(task, self.to_yaml, self.to_toml, self.to_json, console=console, verbose=True)
             return
+        if self.sweep_axes:
+            return self._execute_sweep(fn, task_args)
         stages = {self.name: task}
         if self.check_only:
             preflight(self.name, self.executor, stages)
@@ -225,6 +239,71 @@ class LaunchContext(RunContext):
         if not self._should_continue(self.skip_confirmation):
             return
         sys.exit(run_stages(self.name, stages, self.executor, direct=self.direct, detach=self.detach))
+
+    def _execute_sweep(self, fn, task_args):
+        """One task per combination of the axes' values, run side by side as one experiment; then a table of the
+        final val losses (also written as CSV beside the runs)."""
+        keys = [key for key, _ in self.sweep_axes]
+        combos = list(itertools.product(*(values for _, values in self.sweep_axes)))
+        try:
+            for combo in combos:
+                check_overrides(self.recipe_factory(), [f"{k}={v}" for k, v in zip(keys, combo, strict=True)])
+        except RecipeError as e:
+            fail(f"--sweep: {e}")
+        given = dict(a.split("=", 1) for a in task_args if a.startswith("log.log_dir="))
+        out = Path(pipeline_output_dir(given.get("log.log_dir", "runs"), self.executor)) / self.name
+        stages = {}
+        for index, combo in enumerate(combos):
+            name = f"{self.name}-{index}"
+            extra = [f"{k}={v}" for k, v in zip(keys, combo, strict=True)]
+            stages[name] = self.parse_fn(fn, [*task_args, *extra, f"log.log_dir={out}", f"log.name={name}"])
+        if self.dryrun:
+            dryrun(self.name, stages, self.executor)
+            return
+        preflight(self.name, self.executor, stages)
+        console.print(f"sweep {self.name}: {len(stages)} tasks over {', '.join(keys)}; runs in {out}")
+        if not self._should_continue(self.skip_confirmation):
+            return
+        status = run_stages(self.name, stages, self.executor, direct=self.direct, detach=self.detach, sequential=False)
+        if not self.detach:
+            sweep_table(out, keys, dict(zip(stages, combos, strict=True)))
+        sys.exit(status)
+
+
+def split_sweep(args: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """``--sweep KEY=V1,V2 [KEY=V1,V2 ...]``: the axes (the arguments after --sweep up to the first that is not
+    KEY=V1,V2,... with two values or more), and the other arguments."""
+    if "--sweep" not in args:
+        return args, []
+    at = args.index("--sweep")
+    axes, end = [], at + 1
+    while end < len(args) and re.fullmatch(r"[\w.]+=[^\[\]{},]+(,[^\[\]{},]+)+", args[end]):
+        key, values = args[end].split("=", 1)
+        axes.append((key, values.split(",")))
+        end += 1
+    if not axes:
+        fail("--sweep: expected KEY=V1,V2[,...] after it, e.g. --sweep optim.lr=1e-3,1e-4 data.micro_batch_size=32,64")
+    return args[:at] + args[end:], axes
+
+
+def sweep_table(out: Path, keys: list[str], combos: dict[str, tuple]) -> None:
+    """Final val loss of each task, printed and written to OUT/sweep.csv."""
+    from rich.table import Table
+
+    from megatron_mnist.run_logs import logged
+
+    table = Table("task", *keys, "final val_loss", "at step")
+    rows = []
+    for name, combo in combos.items():
+        val = logged(out / name, "val_loss") if (out / name).is_dir() else []
+        last = val[-1] if val else ("", "")
+        rows.append([name, *combo, *(str(x) for x in (last[1], last[0]))])
+        table.add_row(*rows[-1])
+    console.print(table)
+    if out.is_dir():
+        with open(out / "sweep.csv", "w", newline="") as f:
+            csv.writer(f).writerows([["task", *keys, "final_val_loss", "step"], *rows])
+        console.print(f"sweep table: {out / 'sweep.csv'}", highlight=False, soft_wrap=True)
 
 
 def parse_executor(args: list[str]):

@@ -3,6 +3,7 @@
 The engines are the project's own (tests/infra/*_up.sh, started by .ci/run and, idempotently, by these fixtures).
 """
 
+import csv
 import json
 import os
 import re
@@ -236,6 +237,28 @@ def test_pipeline_on_slurm_as_dependent_jobs(slurm, tmp_path):
     assert metrics["num_digits"] == 2000 and metrics["accuracy"] > 0.1
     logs = launch("logs", experiment, "predict").stdout
     assert "held-out accuracy" in logs
+
+
+@pytest.mark.parametrize("executor", ["local", "slurm"])
+def test_sweep_runs_a_task_per_combination_and_tabulates_val_loss(executor, request, tmp_path):
+    args = ["executor=local"] if executor == "local" else request.getfixturevalue(executor)
+    result = launch(
+        "pretrain", *args, "--sweep", "optim.lr=1e-2,1e-4", "data.micro_batch_size=16,32", f"log.log_dir={tmp_path}",
+        *FAST,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+    with open(tmp_path / "pretrain" / "sweep.csv") as f:
+        table = list(csv.DictReader(f))
+    combos = [(r["optim.lr"], r["data.micro_batch_size"]) for r in table]
+    assert combos == [("1e-2", "16"), ("1e-2", "32"), ("1e-4", "16"), ("1e-4", "32")]
+    for row in table:  # each task trained with its own settings, and the table holds its logged val loss
+        run_dir = tmp_path / "pretrain" / row["task"]
+        assert float(row["final_val_loss"]) == logged(run_dir, "val_loss")[-1][1]
+        assert_trained(run_dir)
+    assert len({row["final_val_loss"] for row in table}) == 4
+    if executor == "slurm":
+        ids = [i for name in ("pretrain-0", "pretrain-3") for i in slurm_job_ids(job_dir_of(result.stdout, name))]
+        assert all(sacct_state(i) == ("COMPLETED", "0:0") for i in ids)
 
 
 def test_cancel_really_cancels_a_slurm_job(slurm):
