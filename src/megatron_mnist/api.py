@@ -78,11 +78,11 @@ def predict(model, data, trainer, log, output: str = "predictions.pt", report: b
         print(f"held-out accuracy: {metrics['accuracy']:.4f} on {metrics['num_digits']} digits")
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if report:
-        from megatron_mnist.report import write_report
-
         # the runs beside this one: in a pipeline's folder, its pretrain and finetune. The predictions are written
-        # already; a report that cannot be made is a warning, not a failed job.
+        # already; a report that cannot be made (matplotlib missing included) is a warning, not a failed job.
         try:
+            from megatron_mnist.report import write_report
+
             print(f"report: {write_report(run_dir.parent, run_dir / 'report')}")
         except Exception as e:
             print(f"WARNING: no report: {type(e).__name__}: {e} (python launch.py report {run_dir.parent})")

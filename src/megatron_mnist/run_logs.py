@@ -7,7 +7,8 @@ from pathlib import Path
 def rows(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
     """(step, value) rows of ``column`` in one CSV log."""
     with open(metrics_csv) as f:
-        return [(int(r["step"]), float(r[column])) for r in csv.DictReader(f) if r.get(column)]
+        # the step column is an integer on CPU runs; on GPU runs NeMo logs `step` itself, a float ("4.0")
+        return [(int(float(r["step"])), float(r[column])) for r in csv.DictReader(f) if r.get(column)]
 
 
 def logged(run_dir: Path, column: str) -> list[tuple[int, float]]:

@@ -26,3 +26,12 @@ def test_compare_says_identical_different_or_partial(tmp_path):
     )
     same, text = compare(tmp_path / "a", tmp_path / "d")
     assert not same and "1 steps logged by one run only (first: 2)" in text
+
+
+def test_gpu_runs_float_step_column_reads_as_integers(tmp_path):
+    # Under MegatronStrategy NeMo logs `step` itself, and the CSV holds it as a float
+    path = tmp_path / "g" / "csv_logs" / "version_0" / "metrics.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text("epoch,global_step,step,train_loss,val_loss\n0,4.0,4.0,0.11,\n0,49.0,49.0,,0.06\n")
+    assert logged(tmp_path / "g", "train_loss") == [(4, 0.11)]
+    assert logged(tmp_path / "g", "val_loss") == [(49, 0.06)]
