@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 import fiddle as fdl
-import lightning.pytorch as pl
 import torch
+from gpu_pipeline import StepTimer as PipelineStepTimer
 from gpu_pipeline import reset_megatron_state  # the script beside this one (its folder is on sys.path)
 from torch import nn
 
@@ -39,25 +39,18 @@ from recipes.pretrain import pretrain
 VARIANTS = ("a", "a0", "b", "c", "d")
 
 
-class StepTimer(pl.Callback):
-    """Step end times (host clock; the device is synchronised at the first and the last step), and fit's start."""
+class StepTimer(PipelineStepTimer):
+    """gpu_pipeline's timer, but the device is synchronised only at the first, middle and last step: a sync per
+    step would stop the host from running ahead of the GPU, which the plain loops are not stopped from."""
 
     def __init__(self, steps: int):
+        super().__init__()
         self.steps = steps
-        self.fit_start = None
-        self.step_ends: list[float] = []
-        self.after_validation: set[int] = set()  # indices of step intervals that include a validation
-
-    def setup(self, trainer, pl_module, stage):
-        self.fit_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if not self.step_ends or len(self.step_ends) in (self.steps // 2, self.steps - 1):
             torch.cuda.synchronize()
         self.step_ends.append(time.perf_counter())
-
-    def on_validation_end(self, trainer, pl_module):
-        self.after_validation.add(len(self.step_ends))
 
 
 def steady_rate(step_ends: list[float], excluded: set[int] = frozenset()) -> float:
