@@ -149,30 +149,27 @@ def dryrun(title: str, stages: dict[str, run.Partial], executor) -> None:
 
 def preflight(name: str, executor, stages: dict[str, run.Partial]) -> None:
     """Everything that can be known before submitting; the first problem ends the launch (exit status 2)."""
-    ranks, gpus, local_files = executor_shape(executor)
+    per_node, nodes, gpus, local_files = executor_shape(executor)
     try:
         check_name(name, "--name")
         for index, task in enumerate(stages.values()):
             # a later pipeline stage starts from files an earlier one has yet to write
-            check_recipe(task, ranks=ranks, executor_gpus=gpus, check_paths=local_files and index == 0)
+            check_recipe(task, ranks=(per_node, nodes), executor_gpus=gpus, check_paths=local_files and index == 0)
         check_executor(executor)
     except (PreflightError, RecipeError) as e:
         fail(str(e))
 
 
-def executor_shape(executor) -> tuple[int, int | None, bool]:
-    """(data-parallel ranks, GPUs per task or None for this machine's, whether the job sees this machine's files)."""
+def executor_shape(executor) -> tuple[int, int, int | None, bool]:
+    """(ranks per node, nodes, GPUs per task or None for this machine's, whether the job sees this machine's files)."""
     if isinstance(executor, run.SlurmExecutor):
-        return (
-            executor.nodes * executor.ntasks_per_node,
-            executor.gpus_per_node or 0,
-            isinstance(executor.tunnel, run.LocalTunnel),
-        )
+        local_files = isinstance(executor.tunnel, run.LocalTunnel)
+        return executor.ntasks_per_node, executor.nodes, executor.gpus_per_node or 0, local_files
     if isinstance(executor, run.DockerExecutor):
-        return executor.ntasks_per_node, executor.num_gpus or 0, True
+        return executor.ntasks_per_node, 1, executor.num_gpus or 0, True
     if isinstance(executor, run.LocalExecutor):
-        return executor.nnodes() * executor.nproc_per_node(), None, True
-    return 1, None, True
+        return executor.nproc_per_node(), executor.nnodes(), None, True
+    return 1, 1, None, True
 
 
 class LaunchContext(RunContext):

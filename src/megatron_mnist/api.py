@@ -26,6 +26,7 @@ def train(model, data, trainer, optim: Adam, log, resume, seed: int = 1234) -> s
     same command again continues from its last checkpoint.
     """
     import lightning.pytorch as pl
+    from nemo.lightning.callback_group import CallbackGroup
     from nemo.lightning.pytorch.strategies import MegatronStrategy
 
     from megatron_mnist.lightning import MNISTLightningModule
@@ -39,6 +40,9 @@ def train(model, data, trainer, optim: Adam, log, resume, seed: int = 1234) -> s
     pl.seed_everything(seed, workers=True)
     module = MNISTLightningModule(model, optim=optim.module(megatron=megatron))
     app_state = log.setup(trainer, resume_if_exists=resume.resume_if_exists)
+    # NeMo's telemetry callback is live on rank 0 of a multi-rank run and fails its first checkpoint unless told
+    # about the run first, as NeMo's own `llm.train` does here.
+    CallbackGroup.get_instance().update_config(nemo_version="v2", trainer=trainer, data=data)
     resume.setup(trainer, module)
     freeze_heap()
     trainer.fit(module, data)

@@ -69,14 +69,21 @@ def mnist_data(
 ):
     """The MNIST data module (see ``MNISTDataModule``); ``root=None`` trains on the embedded 10,000-digit sample.
 
+    ``global_batch_size`` (digits per optimizer step over all ranks) = micro × ranks × accumulation; None = micro ×
+    ranks. Set it to keep a run's batch when the number of ranks changes.
+
     ``device_resident`` (default) keeps the digits on the training device and gathers batches there; False gives the
     classic per-item DataLoader with ``num_workers`` worker processes.
     """
     from megatron_mnist.data.datamodule import MNISTDataModule
+    from megatron_mnist.world import launcher_world
 
     for name, value in (("micro_batch_size", micro_batch_size), ("global_batch_size", global_batch_size)):
         if value is not None and value < 1:
             raise ValueError(f"data.{name}={value} must be a positive integer")
+    if global_batch_size is None:
+        # one micro-batch per data-parallel rank (every rank is data parallel: no tensor or pipeline parallelism)
+        global_batch_size = micro_batch_size * launcher_world().size
     return MNISTDataModule(
         root=root,
         micro_batch_size=micro_batch_size,
@@ -90,22 +97,40 @@ def mnist_data(
 
 def trainer(
     accelerator: Accelerator = "auto",
-    devices: int = 1,
-    num_nodes: int = 1,
+    devices: Optional[int] = None,
+    num_nodes: Optional[int] = None,
     max_steps: int = 100,
     val_check_interval: int = 5,
     limit_val_batches: Optional[int] = None,
     log_every_n_steps: int = 5,
     enable_progress_bar: bool = True,
+    collective_timeout_s: int = 300,
 ):
-    """NeMo's Trainer with the strategy and precision the hardware calls for (see the module docstring)."""
+    """NeMo's Trainer with the strategy and precision the hardware calls for (see the module docstring).
+
+    Args:
+        devices / num_nodes: ranks per node and nodes; None = as many as the launcher started (torchrun's
+            ``--nproc-per-node``/``--nnodes``, srun's tasks), 1 for a plain process. Several ranks train data
+            parallel: Megatron's DDP on GPUs, ``CPUDDPStrategy`` (gloo) on CPUs.
+        collective_timeout_s: CPU ranks give up on a collective after this long (a rank or node lost).
+    """
     import nemo.lightning as nl
     from lightning.pytorch.callbacks import TQDMProgressBar
 
     from megatron_mnist.preemption import SaveOnPreemption
+    from megatron_mnist.world import launcher_world
 
     if max_steps < 1:
         raise ValueError(f"trainer.max_steps={max_steps} must be a positive integer")
+    world = launcher_world()
+    devices = world.ranks_per_node if devices is None else devices
+    num_nodes = world.nodes if num_nodes is None else num_nodes
+    if (devices, num_nodes) != tuple(world):
+        raise ValueError(
+            f"trainer.devices={devices} trainer.num_nodes={num_nodes} but the launcher started {world.ranks_per_node} "
+            f"rank(s) per node on {world.nodes} node(s): leave them unset, or launch that many "
+            "(executor.ntasks_per_node / executor.nodes)"
+        )
     resolved = resolve_accelerator(accelerator)
     if resolved == "gpu":
         from megatron_mnist.megatron_writer import use_forked_result_queue
@@ -126,9 +151,15 @@ def trainer(
         strategy.log_train_loss = False
         plugins = nl.MegatronMixedPrecision(precision="bf16-mixed")
     else:
-        from megatron_mnist.strategies import CPUStrategy
+        from datetime import timedelta
 
-        strategy, plugins = CPUStrategy(), None
+        from megatron_mnist.strategies import CPUDDPStrategy, CPUStrategy
+
+        if world.size > 1:
+            strategy = CPUDDPStrategy(timeout=timedelta(seconds=collective_timeout_s))
+        else:
+            strategy = CPUStrategy()
+        plugins = None
     callbacks = [SaveOnPreemption()]
     if enable_progress_bar:
         # Redraw when there is something new to show (the logged metrics change every log_every_n_steps): a redraw

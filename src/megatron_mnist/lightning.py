@@ -52,5 +52,6 @@ class MNISTLightningModule(pl.LightningModule, io.IOMixin, io.ConnectorMixin):
         # Only on the steps Lightning writes (every trainer.log_every_n_steps): each `log` call costs about a
         # quarter of this model's step in Python.
         if self.trainer._logger_connector.should_update_logs:
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            self.log("train_loss", loss, prog_bar=True, batch_size=1)
+            # the step's loss over all its micro-batches (see CPUDDPStrategy/MegatronStrategy), averaged over ranks
+            loss = outputs.get("step_loss", outputs["loss"]) if isinstance(outputs, dict) else outputs
+            self.log("train_loss", loss, prog_bar=True, batch_size=1, sync_dist=True)

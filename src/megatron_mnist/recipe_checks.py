@@ -86,11 +86,14 @@ def _get(recipe, dotted: str, default=None):
     return value
 
 
-def check_recipe(recipe: fdl.Buildable, ranks: int = 1, check_paths: bool = True, executor_gpus=None) -> None:
+def check_recipe(
+    recipe: fdl.Buildable, ranks: tuple[int, int] = (1, 1), check_paths: bool = True, executor_gpus=None
+) -> None:
     """Sizes, batch arithmetic, and — where the job sees this machine's files — paths and GPUs.
 
     Args:
-        ranks: data-parallel ranks the executor starts (the global batch must split over them).
+        ranks: (ranks per node, nodes) the executor starts: all data parallel, so the global batch must split over
+            them, and the trainer's devices / num_nodes, where set, must be these.
         check_paths: the checkpoint and data paths are on this machine (not on a cluster behind SSH, and not
             written by an earlier stage of the same pipeline).
         executor_gpus: GPUs the executor gives each task (None: this machine's, for the local executor).
@@ -113,11 +116,21 @@ def check_recipe(recipe: fdl.Buildable, ranks: int = 1, check_paths: bool = True
     lr = _get(recipe, "optim.lr")
     if lr is not None and not lr > 0:
         raise RecipeError(f"optim.lr={lr!r} must be positive")
+    for key, launched, executor_key in (
+        ("trainer.devices", ranks[0], "executor.ntasks_per_node"),
+        ("trainer.num_nodes", ranks[1], "executor.nodes"),
+    ):
+        value = _get(recipe, key)
+        if value is not None and value != launched:
+            raise RecipeError(
+                f"{key}={value} but the executor starts {launched} ({executor_key}): leave {key} unset "
+                "(it follows the executor) or make them equal"
+            )
     micro, global_ = _get(recipe, "data.micro_batch_size"), _get(recipe, "data.global_batch_size")
-    if micro and global_ and global_ % (micro * ranks):
+    if micro and global_ and global_ % (micro * ranks[0] * ranks[1]):
         raise RecipeError(
             f"data.global_batch_size={global_} is not a multiple of data.micro_batch_size={micro} "
-            f"× {ranks} data-parallel rank(s)"
+            f"× {ranks[0] * ranks[1]} data-parallel rank(s)"
         )
     accelerator = _get(recipe, "trainer.accelerator")
     if accelerator == "gpu":

@@ -5,18 +5,37 @@ one folder. A run holds an exclusive lock on ``LOG_DIR/.NAME.lock`` (beside its 
 files inside an existing run folder away) while it lives (released by the kernel when the
 process ends, however it ends); a run that finds the folder locked by another process takes the next free
 ``name-N``.
+
+A run of several ranks is one run: its rank 0 claims the folder and writes the launch's key (what torchrun or srun
+gave every rank of this launch alike) into the lock file; the other ranks take the folder whose held lock carries
+their key. This is decided before any process group exists, so the ranks meet through the file system (shared by
+the nodes of a cluster as the run folder must be anyway).
 """
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 _held: dict[Path, int] = {}  # run dirs this process has claimed -> their lock's descriptor, open while it lives
+LAUNCH_VARS = ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_ID", "SLURM_STEP_ID",
+               "SLURM_RESTART_COUNT")  # fmt: skip
 
 
-def claim_run_dir(log_dir: str, name: str) -> str:
+def launch_key(env=os.environ) -> str:
+    return ";".join(f"{var}={env.get(var, '')}" for var in LAUNCH_VARS)
+
+
+def _candidates(log_dir: str, name: str):
     for n in range(1, 1000):
-        run_dir = (Path(log_dir) / (name if n == 1 else f"{name}-{n}")).resolve()
+        yield n, (Path(log_dir) / (name if n == 1 else f"{name}-{n}")).resolve()
+
+
+def claim_run_dir(log_dir: str, name: str, wait_s: float = 300) -> str:
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+    if rank != 0:
+        return _follow_rank_zero(log_dir, name, wait_s)
+    for n, run_dir in _candidates(log_dir, name):
         if run_dir in _held:  # a later stage of this same process continues its own run
             return str(run_dir)
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -26,8 +45,35 @@ def claim_run_dir(log_dir: str, name: str) -> str:
         except BlockingIOError:
             os.close(fd)
             continue
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, launch_key().encode(), 0)
         _held[run_dir] = fd
         if n > 1:
             print(f"{Path(log_dir) / name} is in use by a running job: this run writes {run_dir}")
         return str(run_dir)
     raise RuntimeError(f"no free run directory for {name!r} in {log_dir}")
+
+
+def _follow_rank_zero(log_dir: str, name: str, wait_s: float) -> str:
+    """The folder rank 0 of this launch holds: its lock is taken and carries this launch's key."""
+    key, deadline = launch_key(), time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        for _, run_dir in _candidates(log_dir, name):
+            lock = run_dir.parent / f".{run_dir.name}.lock"
+            if not lock.exists():
+                break
+            if lock.read_text() == key and _is_locked(lock):
+                return str(run_dir)
+        time.sleep(0.2)
+    raise RuntimeError(f"rank 0 did not claim a run directory for {name!r} in {log_dir} within {wait_s:.0f} s")
+
+
+def _is_locked(lock: Path) -> bool:
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's own lock, if it got one
+    return False

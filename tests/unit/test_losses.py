@@ -36,7 +36,7 @@ def test_cross_entropy_by_hand(batch_and_out):
     loss, reduced = apply_reduction(ClassifierLossReduction(), batch, out)
     # item 0: p(label 1) = 3 / (1 + 3) → -log(0.75); item 1: uniform over 10 → log(10)
     assert loss.item() == pytest.approx((-math.log(0.75) + math.log(10)) / 2, rel=1e-6)
-    assert reduced["avg"] is loss
+    assert reduced["avg"] == loss
 
 
 def test_both_is_the_sum(batch_and_out):
@@ -57,3 +57,14 @@ def test_passthrough_keeps_outputs_label_and_idx(batch_and_out):
     _, first = apply_reduction(reduction, batch, out)
     merged = reduction.reduce([first, first])
     assert merged["digit_logits"].shape == (4, 10) and merged["idx"].tolist() == [10, 11, 10, 11]
+
+
+@pytest.mark.parametrize("reduction", [MSELossReduction, ClassifierLossReduction, MSEPlusClassifierLossReduction])
+def test_the_report_survives_megatrons_in_place_scaling_of_the_loss(batch_and_out, reduction):
+    # Megatron's forward_step divides the returned loss in place by the number of micro-batches
+    batch, out = batch_and_out
+    loss, reduced = apply_reduction(reduction(), batch, out)
+    before = loss.item()
+    loss /= 2
+    assert reduced["avg"].item() == before
+    assert reduction().reduce([reduced, reduced]).item() == pytest.approx(before)

@@ -38,6 +38,8 @@ class MNISTDataModule(pl.LightningDataModule):
         download: let torchvision download MNIST into ``root`` (needs internet).
     """
 
+    seq_length = 1  # NeMo's data modules name their sequence length (its telemetry reads it); an item is one "token"
+
     def __init__(
         self,
         root: str | None = None,
@@ -61,7 +63,7 @@ class MNISTDataModule(pl.LightningDataModule):
         self.split_seed, self.train_seed, self.val_seed = split_seed, train_seed, val_seed
         self.download = download
         self.data_sampler = MegatronDataSampler(
-            seq_len=1,  # Megatron's step wants a sequence length; an MNIST item is one "token"
+            seq_len=self.seq_length,  # Megatron's step wants a sequence length
             micro_batch_size=self.micro_batch_size,
             global_batch_size=self.global_batch_size,
             rampup_batch_size=None,

@@ -17,9 +17,36 @@ class SameSizeLossDict(TypedDict):
     avg: Tensor
 
 
+def data_parallel_mean(loss: Tensor) -> Tensor:
+    """The mean of ``loss`` over Megatron's data-parallel ranks (each computed it on its own shard).
+
+    What NeMo's own reductions report. Without it each rank logs its shard's val_loss, and the checkpoint name,
+    which holds val_loss, differs between ranks: their shards of one checkpoint land in two folders (seen on 2
+    H100s). Under the CPU strategies Megatron's parallel state is not set up, and Lightning's ``sync_dist`` does this.
+    """
+    from megatron.core import parallel_state
+
+    if not (torch.distributed.is_initialized() and parallel_state.model_parallel_is_initialized()):
+        return loss
+    group = parallel_state.get_data_parallel_group()
+    size = torch.distributed.get_world_size(group)
+    if size == 1:
+        return loss
+    total = loss.detach().clone()
+    torch.distributed.all_reduce(total, group=group)
+    return total / size
+
+
+def reported(loss: Tensor) -> SameSizeLossDict:
+    """The micro-batch's loss as reported, a copy: Megatron's schedule divides the returned loss in place by the
+    number of micro-batches (for the backward pass), which would halve a report that shares its tensor (seen on an
+    H100: one GPU with 2 micro-batches logged half the loss of 2 GPUs with one each)."""
+    return {"avg": loss.detach().clone()}
+
+
 class _MeanOfMicroBatches(MegatronLossReduction):
     def reduce(self, losses_reduced_per_micro_batch: Sequence[SameSizeLossDict]) -> Tensor:
-        return torch.stack([loss["avg"] for loss in losses_reduced_per_micro_batch]).mean()
+        return data_parallel_mean(torch.stack([loss["avg"] for loss in losses_reduced_per_micro_batch]).mean())
 
 
 class MSELossReduction(_MeanOfMicroBatches):
@@ -29,7 +56,7 @@ class MSELossReduction(_MeanOfMicroBatches):
         x_hat = forward_out["x_hat"]
         target = batch["data"].reshape(x_hat.shape[0], -1).to(x_hat.dtype)
         loss = F.mse_loss(x_hat, target)
-        return loss, {"avg": loss}
+        return loss, reported(loss)
 
 
 class ClassifierLossReduction(_MeanOfMicroBatches):
@@ -37,7 +64,7 @@ class ClassifierLossReduction(_MeanOfMicroBatches):
 
     def forward(self, batch: MnistItem, forward_out: dict[str, Tensor]) -> tuple[Tensor, SameSizeLossDict]:
         loss = F.cross_entropy(forward_out["digit_logits"].float(), batch["label"])
-        return loss, {"avg": loss}
+        return loss, reported(loss)
 
 
 class MSEPlusClassifierLossReduction(_MeanOfMicroBatches):
@@ -47,7 +74,7 @@ class MSEPlusClassifierLossReduction(_MeanOfMicroBatches):
         mse, _ = MSELossReduction().forward(batch, forward_out)
         ce, _ = ClassifierLossReduction().forward(batch, forward_out)
         loss = mse + ce
-        return loss, {"avg": loss}
+        return loss, reported(loss)
 
 
 class PassthroughLossReduction(MegatronLossReduction):

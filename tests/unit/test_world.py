@@ -1,0 +1,84 @@
+"""The ranks a launcher started, as the recipe reads them, and what follows from them."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from megatron_mnist.recipe_checks import RecipeError, check_recipe
+from megatron_mnist.run_dirs import claim_run_dir
+from megatron_mnist.world import World, launcher_world
+from recipes.pretrain import pretrain
+
+
+@pytest.mark.parametrize(
+    "env, world",
+    [
+        ({}, World(1, 1)),
+        ({"LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "2", "RANK": "1"}, World(2, 1)),
+        ({"LOCAL_WORLD_SIZE": "4", "WORLD_SIZE": "8"}, World(4, 2)),
+        # srun-launched ranks: a task of a step
+        ({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "2", "SLURM_NNODES": "2", "SLURM_NTASKS_PER_NODE": "1"}, World(1, 2)),
+        ({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "6", "SLURM_NNODES": "2", "SLURM_NTASKS_PER_NODE": "3(x2)"},
+         World(3, 2)),
+        # torchrun inside a Slurm step: torchrun's ranks count (as Lightning sees them)
+        ({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "2", "SLURM_NNODES": "2", "LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "4"},
+         World(2, 2)),
+        ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1", "SLURM_NNODES": "1"}, World(1, 1)),  # the batch script itself
+    ],
+)  # fmt: skip
+def test_launcher_world(env, world):
+    assert launcher_world(env) == world
+
+
+def test_the_default_global_batch_is_one_micro_batch_per_rank(monkeypatch):
+    from megatron_mnist.builders import mnist_data
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert mnist_data(micro_batch_size=32).global_batch_size == 64
+    assert mnist_data(micro_batch_size=32, global_batch_size=128).global_batch_size == 128
+
+
+def test_trainer_sizes_must_match_what_the_executor_starts():
+    recipe = pretrain()
+    check_recipe(recipe, ranks=(2, 2))  # unset: they follow the executor
+    recipe.trainer.devices = 2
+    with pytest.raises(RecipeError, match=r"trainer.devices=2 but the executor starts 1 \(executor.ntasks_per_node\)"):
+        check_recipe(recipe, ranks=(1, 1))
+    recipe.trainer.devices, recipe.data.global_batch_size = None, 96
+    with pytest.raises(RecipeError, match=r"global_batch_size=96 is not a multiple of .*=64 × 4 data-parallel"):
+        check_recipe(recipe, ranks=(2, 2))
+
+
+# a rank claims, says where, and lives (holding its claim) until its stdin closes
+CLAIM = (
+    "import sys; from megatron_mnist.run_dirs import claim_run_dir; "
+    "print(claim_run_dir(sys.argv[1], 'r'), flush=True); sys.stdin.read()"
+)
+
+
+def test_the_ranks_of_one_launch_share_a_run_dir_and_another_launch_gets_its_own(tmp_path):
+    launch = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511", "TORCHELASTIC_RUN_ID": "x"}
+
+    def rank(r: int, **env) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", CLAIM, str(tmp_path)],
+            env={**os.environ, **launch, **env, "RANK": str(r)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    follower = rank(1)  # may start before its rank 0: it waits for it
+    time.sleep(0.5)
+    # another live run holds `r`: this launch's rank 0 takes r-2 and its rank 1 must follow it there
+    other_run = claim_run_dir(str(tmp_path), "r")
+    leader = rank(0)
+    assert leader.stdout.readline().startswith(f"{tmp_path / 'r'} is in use by a running job")
+    assert leader.stdout.readline().strip() == str(tmp_path / "r-2")
+    assert follower.communicate(timeout=60)[0].strip() == str(tmp_path / "r-2")
+    assert other_run == str(tmp_path / "r")
+    leader.kill()
