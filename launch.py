@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `recipes` beside thi
 
 from megatron_mnist import executors  # noqa: E402  (also registers executor=local|docker|slurm for the CLI)
 from megatron_mnist.api import predict, train  # noqa: E402
+from megatron_mnist.config_files import ConfigFileError, load_recipe  # noqa: E402
 from megatron_mnist.preflight import PreflightError, check_executor, check_name  # noqa: E402
 from megatron_mnist.recipe_checks import RecipeError, check_overrides, check_recipe  # noqa: E402
 from recipes.finetune import finetune  # noqa: E402
@@ -179,6 +180,10 @@ class LaunchContext(RunContext):
         # NeMo-Run 0.11 takes the executor as `run.executor=...` and rejects every key that merely starts with "run"
         # (NVIDIA-NeMo/Run#604). Take `executor=`/`executor.*`/`run.*` exactly; everything else is the recipe's.
         args, self.sweep_axes = split_sweep(args)
+        # --skip-checks: submit without the checks (`launch.py check` runs them alone), e.g. when the data or a
+        # checkpoint only exists where the job runs
+        self.skip_checks = "--skip-checks" in args
+        args = [a for a in args if a != "--skip-checks"]
         run_args, task_args = [], []
         for arg in args:
             if arg.startswith("run."):
@@ -206,21 +211,33 @@ class LaunchContext(RunContext):
 
     recipe_factory = None  # set per command below: the recipe whose keys the overrides must name
     check_only = False  # `launch.py check`: run every check a submission runs, then stop
+    skip_checks = False  # `--skip-checks`: submit without them
     sweep_axes: list = []  # `--sweep KEY=V1,V2 ...`: one task per combination
+
+    def parse_fn(self, fn, args, **kwargs):
+        """The recipe: the command's factory with the overrides, or, with ``--yaml FILE``, the recipe in FILE (as
+        ``--to-yaml``/``--to-toml``/``--to-json`` wrote it) with the overrides on top."""
+        if not self.yaml:
+            return super().parse_fn(fn, args, **kwargs)
+        try:
+            task = load_recipe(self.yaml, fn)
+        except ConfigFileError as e:
+            fail(str(e))
+        return parse_cli_args(task, args) if args else task
 
     def _execute_task(self, fn, task_args):
         try:
             check_overrides(self.recipe_factory(), [a for a in task_args if "=" in a])
         except RecipeError as e:
             fail(str(e))
+        if self.sweep_axes:
+            return self._execute_sweep(fn, task_args)
         task = self.parse_fn(fn, task_args)
         if any([self.to_yaml, self.to_toml, self.to_json]):
             from nemo_run.cli.api import _serialize_configuration
 
             _serialize_configuration(task, self.to_yaml, self.to_toml, self.to_json, console=console, verbose=True)
             return
-        if self.sweep_axes:
-            return self._execute_sweep(fn, task_args)
         stages = {self.name: task}
         if self.check_only:
             preflight(self.name, self.executor, stages)
@@ -231,7 +248,10 @@ class LaunchContext(RunContext):
             check_name(self.name, "--name")
             dryrun(self.name, stages, self.executor)
             return
-        preflight(self.name, self.executor, stages)
+        if self.skip_checks:
+            check_name(self.name, "--name")  # names reach shell commands: never skipped
+        else:
+            preflight(self.name, self.executor, stages)
         run.dryrun_fn(task, executor=self.executor)
         if not self._should_continue(self.skip_confirmation):
             return
@@ -257,7 +277,10 @@ class LaunchContext(RunContext):
         if self.dryrun:
             dryrun(self.name, stages, self.executor)
             return
-        preflight(self.name, self.executor, stages)
+        if self.skip_checks:
+            check_name(self.name, "--name")
+        else:
+            preflight(self.name, self.executor, stages)
         console.print(f"sweep {self.name}: {len(stages)} tasks over {', '.join(keys)}; runs in {out}")
         if not self._should_continue(self.skip_confirmation):
             return

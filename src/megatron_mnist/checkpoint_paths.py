@@ -44,3 +44,25 @@ def resolve_checkpoint(path: str | Path) -> Path:
         f"{p} is not a checkpoint: expected a .ckpt file, a Megatron checkpoint folder with "
         f"weights/, or a run directory with checkpoints/*-last"
     )
+
+
+# The heads each model config class has (megatron_mnist.model.config; a unit test keeps the two in step), read from
+# a checkpoint's context without importing the model code.
+CONFIG_HEADS = {
+    "PretrainConfig": {"image_decoder"},
+    "FinetuneConfig": {"digit_classifier"},
+    "FinetuneBothConfig": {"image_decoder", "digit_classifier"},
+}
+
+
+def checkpoint_model(checkpoint: Path) -> tuple[str, int] | None:
+    """(model config class name, hidden_size) from the NeMo context saved beside a resolved checkpoint; None when
+    it has no readable context (a bare ``.ckpt`` from elsewhere)."""
+    import yaml
+
+    context = (checkpoint.parent if checkpoint.name == "weights" else checkpoint.with_suffix("")) / "context"
+    try:
+        config = yaml.safe_load((context / "model.yaml").read_text())["config"]
+        return config["_target_"].rsplit(".", 1)[-1], int(config["hidden_size"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import fiddle as fdl
 
-from megatron_mnist.checkpoint_paths import CheckpointError, resolve_checkpoint
+from megatron_mnist import builders
+from megatron_mnist.checkpoint_paths import CONFIG_HEADS, CheckpointError, checkpoint_model, resolve_checkpoint
 from megatron_mnist.data.idx import IDXError, find_idx_file
 
 OVERRIDE = re.compile(r"^(?P<key>[A-Za-z_][\w.]*)(?P<op>\+=|-=|\*=|/=|=)(?P<value>.*)$", re.S)
@@ -145,9 +146,18 @@ def check_recipe(
     ckpt = _get(recipe, "model.initial_ckpt_path")
     if ckpt:
         try:
-            resolve_checkpoint(ckpt)
+            resolved = resolve_checkpoint(ckpt)
         except CheckpointError as e:
             raise RecipeError(f"model.initial_ckpt_path={ckpt!r}: {e}") from None
+        check_checkpoint_fits(recipe, resolved, f"model.initial_ckpt_path={ckpt!r}", resuming=False)
+    run_dir = Path(_get(recipe, "log.log_dir", "runs")) / _get(recipe, "log.name", "")
+    if _get(recipe, "resume.resume_if_exists") and (run_dir / "checkpoints").is_dir():
+        try:
+            last = resolve_checkpoint(run_dir)
+        except CheckpointError:
+            last = None  # nothing complete to resume from: the run starts over
+        if last is not None:
+            check_checkpoint_fits(recipe, last, f"the run being resumed ({run_dir})", resuming=True)
     root = _get(recipe, "data.root")
     if root and not Path(root).is_dir() and not _get(recipe, "data.download"):
         raise RecipeError(f"data.root={root!r} is not a directory (expected a folder holding MNIST's IDX files)")
@@ -162,3 +172,38 @@ def check_recipe(
 
 def _this_machine_has_gpus() -> bool:
     return Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None and Path("/dev/nvidia0").exists()
+
+
+TASK_CONFIGS = {"pretrain": "PretrainConfig", "finetune": "FinetuneConfig", "finetune_both": "FinetuneBothConfig"}
+
+
+def check_checkpoint_fits(recipe: fdl.Buildable, checkpoint: Path, what: str, resuming: bool) -> None:
+    """The weights the recipe takes from ``checkpoint`` are there, in the recipe's sizes (read from the context that
+    NeMo saves beside it; a checkpoint without one is left for the job to judge)."""
+    found = checkpoint_model(checkpoint)
+    if found is None:
+        return
+    config, hidden = found
+    defaults = inspect.signature(builders.model_config).parameters
+    task = _get(recipe, "model.task", defaults["task"].default)
+    want_hidden = _get(recipe, "model.hidden_size", defaults["hidden_size"].default)
+    if hidden != want_hidden:
+        raise RecipeError(
+            f"{what} holds a model with hidden_size={hidden}, but model.hidden_size={want_hidden} "
+            f"(set model.hidden_size={hidden}{'' if resuming else ', or start from another checkpoint'})"
+        )
+    if resuming and config != TASK_CONFIGS.get(task):
+        raise RecipeError(f"{what} holds a {config} model, but model.task={task} (a {TASK_CONFIGS.get(task)})")
+    from megatron_mnist.api import predict
+
+    heads = CONFIG_HEADS[TASK_CONFIGS[task]] if task in TASK_CONFIGS else set()
+    skipped = _get(recipe, "model.initial_ckpt_skip_keys_with_these_prefixes")
+    if recipe.__fn_or_cls__ is predict:
+        skipped = []  # prediction takes every weight from the checkpoint
+    elif skipped is None:
+        skipped = ["digit_classifier"] if task != "pretrain" else []  # the task's default: a fresh classifier
+    missing = sorted(h for h in heads - CONFIG_HEADS.get(config, heads) if not any(h.startswith(p) for p in skipped))
+    if missing:
+        raise RecipeError(
+            f"{what} holds a {config} model without {' or '.join(missing)}, which model.task={task} takes from it"
+        )

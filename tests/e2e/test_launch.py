@@ -85,3 +85,21 @@ def test_pipeline_runs_all_three_stages(tmp_path):
         assert f"{stage}: SUCCEEDED" in result.stdout
     assert (tmp_path / "pipeline" / "predict" / "predictions.pt").is_file()
     assert (tmp_path / "pipeline" / "predict" / "metrics.json").is_file()
+
+
+def test_a_recipe_exported_to_yaml_runs_and_trains_the_same(tmp_path):
+    recipe = tmp_path / "pretrain.yaml"
+    settings = ["trainer.max_steps=12", "trainer.val_check_interval=6", "trainer.log_every_n_steps=1",
+                "trainer.accelerator=cpu", "model.hidden_size=32", f"log.log_dir={tmp_path}"]  # fmt: skip
+    exported = launch("pretrain", *settings, "--to-yaml", str(recipe))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert "hidden_size: 32" in recipe.read_text()
+    # the long option: NeMo-Run binds -y both to --yaml and to --yes
+    from_file = launch("pretrain", "--yaml", str(recipe), "log.name=from_yaml", "--yes")
+    assert from_file.returncode == 0, from_file.stdout[-3000:] + from_file.stderr[-3000:]
+    direct = launch("pretrain", *settings, "log.name=direct", "--yes")
+    assert direct.returncode == 0, direct.stdout[-3000:]
+    from_yaml, from_cli = logged(tmp_path / "from_yaml", "train_loss"), logged(tmp_path / "direct", "train_loss")
+    assert len(from_yaml) == 12 and from_yaml == from_cli  # bit for bit
+    wrong = launch("predict", "--yaml", str(recipe), "--yes")
+    assert wrong.returncode == 2 and "not a recipe of megatron_mnist.api.predict" in wrong.stderr

@@ -1,0 +1,66 @@
+"""Recipes from the files NeMo-Run's ``--to-yaml`` / ``--to-toml`` / ``--to-json`` write.
+
+NeMo-Run 0.11 cannot run its own export: ``--yaml FILE`` applies the file's top-level keys as overrides of the
+command's recipe and stops at ``_partial_`` ("No parameter named '_partial_'"), and its YAML deserializer reads
+string values through the CLI parser, so a value that names a registered factory (``model.task: pretrain``)
+becomes that factory's recipe. This loader reads the file as the exporter wrote it: every mapping with a
+``_target_`` is a ``run.Config`` of that callable (``run.Partial`` with ``_partial_: true``), every other value is
+taken as it is.
+"""
+
+import importlib
+import json
+from pathlib import Path
+
+import nemo_run as run
+import yaml
+
+
+class ConfigFileError(ValueError):
+    """A config file that is not a recipe this command can run."""
+
+
+def _build(node, where: str):
+    if isinstance(node, dict) and "_target_" in node:
+        node = dict(node)
+        target_path = node.pop("_target_")
+        kind = run.Partial if node.pop("_partial_", False) else run.Config
+        module_name, _, attr = str(target_path).rpartition(".")
+        try:
+            target = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise ConfigFileError(f"{where}_target_={target_path!r} cannot be imported ({e})") from None
+        try:
+            return kind(target, **{key: _build(value, f"{where}{key}.") for key, value in node.items()})
+        except (TypeError, ValueError) as e:
+            raise ConfigFileError(f"{where}_target_={target_path!r}: {e}") from None
+    if isinstance(node, dict):
+        return {key: _build(value, f"{where}{key}.") for key, value in node.items()}
+    if isinstance(node, list):
+        return [_build(value, where) for value in node]
+    return node
+
+
+def load_recipe(path: str, target) -> run.Partial:
+    """The recipe in ``path`` (.yaml/.yml, .toml or .json), which must be a ``run.Partial`` of ``target``."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as e:
+        raise ConfigFileError(f"--yaml {path}: {e.strerror}") from None
+    try:
+        if file.suffix == ".toml":
+            import tomllib  # Python 3.11+
+
+            data = tomllib.loads(text)
+        elif file.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:  # TOML's and JSON's decode errors are ValueErrors
+        raise ConfigFileError(f"--yaml {path} is not valid {file.suffix.lstrip('.') or 'YAML'}: {e}") from None
+    expected = f"{target.__module__}.{target.__name__}"
+    if not isinstance(data, dict) or data.get("_target_") != expected or not data.get("_partial_"):
+        found = data.get("_target_") if isinstance(data, dict) else type(data).__name__
+        raise ConfigFileError(f"--yaml {path} holds {found!r}, not a recipe of {expected} (write one with --to-yaml)")
+    return _build(data, "")
