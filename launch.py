@@ -89,9 +89,8 @@ def run_stages(
         return 0
     # Leaving the `with` waits for the jobs; Job.state then holds what they ended with (asking the local
     # scheduler afterwards can answer RUNNING or UNKNOWN).
-    results = {
-        job.id: (settled_state(job.state, Path(job.executor.job_dir)), Path(job.executor.job_dir)) for job in exp.jobs
-    }
+    job_dirs = {job.id: Path(job.executor.job_dir) for job in exp.jobs}
+    results = {job.id: (settled_state(job.state, job_dirs[job.id]), job_dirs[job.id]) for job in exp.jobs}
     failed = [name for name, (state, _) in results.items() if state != AppState.SUCCEEDED]
     for name, (state, job_dir) in results.items():
         code = exit_code(job_dir) if state != AppState.SUCCEEDED else None
