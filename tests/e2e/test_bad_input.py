@@ -50,6 +50,11 @@ def launch(*args):
         (["pretrain", "data.root=/tmp/no-mnist-here"], "data.root='/tmp/no-mnist-here' is not a directory"),
         (["pretrain", f"data.root={ROOT / 'tests'}"], "MNIST file not found"),
         (["pretrain", "--name", "a b"], "--name='a b' is not a valid job name"),
+        (
+            ["predict", f"model.initial_ckpt_path={ROOT / 'tests' / 'fixtures' / 'gpu_resumed_checkpoint'}"],
+            "holds a PretrainConfig model without digit_classifier, which model.task=finetune takes from it",
+        ),
+        (["pretrain", "trainer.devices=2"], "trainer.devices=2 but the executor starts 1 (executor.ntasks_per_node)"),
         (["pretrain", "runtime=120"], "unknown override key 'runtime'"),  # not mistaken for run.* (Run#604)
         (["pipeline", "--yes", "pretrain.trainer.max_stepz=1"], "pretrain: unknown override key 'trainer.max_stepz'"),
         (["pipeline", "--yes", "train.x=1"], "expected STAGE.KEY=VALUE with STAGE one of pretrain, finetune, predict"),
@@ -80,3 +85,14 @@ def test_an_unknown_recipe():
     result = launch("pretrian", "--yes")
     assert result.returncode == 2
     assert "No such command 'pretrian'" in result.stderr
+
+
+def test_skip_checks_submits_what_the_checks_would_have_stopped(tmp_path):
+    args = ["pretrain", "data.root=/tmp/no-mnist-here", "trainer.accelerator=cpu", f"log.log_dir={tmp_path}", "--yes"]
+    checked = launch(*args)
+    assert checked.returncode == 2 and "data.root='/tmp/no-mnist-here' is not a directory" in checked.stderr
+    skipped = launch(*args, "--skip-checks")
+    # submitted: the job itself meets the problem and fails (status 1), with its log tail
+    assert skipped.returncode == 1, skipped.stdout[-2000:] + skipped.stderr[-2000:]
+    output = skipped.stdout + skipped.stderr
+    assert "pretrain: FAILED" in output and "data.root=/tmp/no-mnist-here is not a directory" in output
