@@ -299,7 +299,7 @@ def docker_containers() -> list[str]:
         (["executor=k8s"], "executor='k8s' is not one of local, docker, slurm"),
         (
             ["executor.partition=gpu-nope"],
-            "executor.partition='gpu-nope' does not exist on the cluster (partitions: debug)",
+            "executor.partition='gpu-nope' does not exist on the cluster (partitions: debug, multi)",
         ),
         (["executor.gpus_per_node=4"], "executor.gpus_per_node=4 but partition debug has at most 2 GPU(s) per node"),
         (["executor.job_dir=/proc/not-here"], "executor.job_dir='/proc/not-here' is not writable on this machine"),
