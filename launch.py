@@ -224,6 +224,12 @@ class LaunchContext(RunContext):
             fail(str(e))
         return parse_cli_args(task, args) if args else task
 
+    def _checks_before_submit(self, stages: dict[str, run.Partial]) -> None:
+        if self.skip_checks:
+            check_name(self.name, "--name")  # names reach shell commands: never skipped
+        else:
+            preflight(self.name, self.executor, stages)
+
     def _execute_task(self, fn, task_args):
         try:
             check_overrides(self.recipe_factory(), [a for a in task_args if "=" in a])
@@ -247,10 +253,7 @@ class LaunchContext(RunContext):
             check_name(self.name, "--name")
             dryrun(self.name, stages, self.executor)
             return
-        if self.skip_checks:
-            check_name(self.name, "--name")  # names reach shell commands: never skipped
-        else:
-            preflight(self.name, self.executor, stages)
+        self._checks_before_submit(stages)
         run.dryrun_fn(task, executor=self.executor)
         if not self._should_continue(self.skip_confirmation):
             return
@@ -276,10 +279,7 @@ class LaunchContext(RunContext):
         if self.dryrun:
             dryrun(self.name, stages, self.executor)
             return
-        if self.skip_checks:
-            check_name(self.name, "--name")
-        else:
-            preflight(self.name, self.executor, stages)
+        self._checks_before_submit(stages)
         console.print(f"sweep {self.name}: {len(stages)} tasks over {', '.join(keys)}; runs in {out}")
         if not self._should_continue(self.skip_confirmation):
             return

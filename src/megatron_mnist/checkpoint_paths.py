@@ -46,8 +46,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     )
 
 
-# The heads each model config class has (megatron_mnist.model.config; a unit test keeps the two in step), read from
-# a checkpoint's context without importing the model code.
+# The model config class of each task and the heads each class has (megatron_mnist.model.config; a unit test keeps
+# them in step), for judging a checkpoint's context without importing the model code.
+TASK_CONFIGS = {"pretrain": "PretrainConfig", "finetune": "FinetuneConfig", "finetune_both": "FinetuneBothConfig"}
 CONFIG_HEADS = {
     "PretrainConfig": {"image_decoder"},
     "FinetuneConfig": {"digit_classifier"},

@@ -13,7 +13,13 @@ from pathlib import Path
 import fiddle as fdl
 
 from megatron_mnist import builders
-from megatron_mnist.checkpoint_paths import CONFIG_HEADS, CheckpointError, checkpoint_model, resolve_checkpoint
+from megatron_mnist.checkpoint_paths import (
+    CONFIG_HEADS,
+    TASK_CONFIGS,
+    CheckpointError,
+    checkpoint_model,
+    resolve_checkpoint,
+)
 from megatron_mnist.data.idx import IDXError, find_idx_file
 
 OVERRIDE = re.compile(r"^(?P<key>[A-Za-z_][\w.]*)(?P<op>\+=|-=|\*=|/=|=)(?P<value>.*)$", re.S)
@@ -172,9 +178,6 @@ def check_recipe(
 
 def _this_machine_has_gpus() -> bool:
     return Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None and Path("/dev/nvidia0").exists()
-
-
-TASK_CONFIGS = {"pretrain": "PretrainConfig", "finetune": "FinetuneConfig", "finetune_both": "FinetuneBothConfig"}
 
 
 def check_checkpoint_fits(recipe: fdl.Buildable, checkpoint: Path, what: str, resuming: bool) -> None:

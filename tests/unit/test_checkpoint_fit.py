@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from megatron_mnist.checkpoint import load_model_weights
-from megatron_mnist.checkpoint_paths import CONFIG_HEADS, checkpoint_model, resolve_checkpoint
+from megatron_mnist.checkpoint_paths import CONFIG_HEADS, TASK_CONFIGS, checkpoint_model, resolve_checkpoint
 from megatron_mnist.model.config import CONFIGS
 from megatron_mnist.recipe_checks import RecipeError, check_recipe
 from recipes.finetune import finetune
@@ -22,6 +22,7 @@ def test_the_heads_the_check_knows_are_the_model_configs():
         heads = {name for name, has in (("image_decoder", config.has_decoder),
                                         ("digit_classifier", config.has_classifier)) if has}  # fmt: skip
         assert CONFIG_HEADS[config.__name__] == heads
+    assert TASK_CONFIGS == {task: config.__name__ for task, config in CONFIGS.items()}
 
 
 def test_the_context_names_the_model_and_its_size_and_the_weights_load_on_cpu():
