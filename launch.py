@@ -21,6 +21,7 @@ Nothing here imports the training stack (NeMo's Lightning side, Megatron): that 
 """
 
 import csv
+import difflib
 import inspect
 import itertools
 import json
@@ -41,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `recipes` beside thi
 from megatron_mnist import executors  # noqa: E402  (also registers executor=local|docker|slurm for the CLI)
 from megatron_mnist.api import predict, train  # noqa: E402
 from megatron_mnist.config_files import ConfigFileError, load_recipe  # noqa: E402
-from megatron_mnist.preflight import PreflightError, check_executor, check_name  # noqa: E402
-from megatron_mnist.recipe_checks import RecipeError, check_overrides, check_recipe  # noqa: E402
+from megatron_mnist.executor_fields import quote_env_values  # noqa: E402
+from megatron_mnist.preflight import PreflightError, check_executor, check_executor_fields, check_name  # noqa: E402
+from megatron_mnist.recipe_checks import RecipeError, check_overrides, check_recipe, check_run_name  # noqa: E402
 from recipes.finetune import finetune  # noqa: E402
 from recipes.pipeline import pipeline as pipeline_stages  # noqa: E402
 from recipes.predict import predict as predict_recipe  # noqa: E402
@@ -147,17 +149,28 @@ def dryrun(title: str, stages: dict[str, run.Partial], executor) -> None:
             exp.dryrun()
 
 
-def preflight(name: str, executor, stages: dict[str, run.Partial]) -> None:
-    """Everything that can be known before submitting; the first problem ends the launch (exit status 2)."""
-    per_node, nodes, gpus, local_files = executor_shape(executor)
+def prepare_submission(name: str, executor, stages: dict[str, run.Partial], skip_checks: bool = False) -> None:
+    """Before every submission, dry run and ``check``: what the job could not run safely, then (unless
+    ``--skip-checks``) everything else that can be known before submitting. The first problem ends the launch (one
+    line, exit status 2, nothing created). Then the executor gets what the recipes need: Docker mounts for their
+    absolute paths, Slurm's environment values quoted."""
     try:
+        # never skipped: names become folders and job names, executor fields reach scripts and command lines
         check_name(name, "--name")
-        for index, task in enumerate(stages.values()):
-            # a later pipeline stage starts from files an earlier one has yet to write
-            check_recipe(task, ranks=(per_node, nodes), executor_gpus=gpus, check_paths=local_files and index == 0)
-        check_executor(executor)
+        for task in stages.values():
+            check_run_name(task)
+        if executor is not None:
+            check_executor_fields(executor)
+        if not skip_checks:
+            per_node, nodes, gpus, local_files = executor_shape(executor)
+            for index, task in enumerate(stages.values()):
+                # a later pipeline stage starts from files an earlier one has yet to write
+                check_recipe(task, ranks=(per_node, nodes), executor_gpus=gpus, check_paths=local_files and index == 0)
+            check_executor(executor)
     except (PreflightError, RecipeError) as e:
         fail(str(e))
+    executors.mount_recipe_paths(executor, stages.values())
+    quote_env_values(executor)
 
 
 def executor_shape(executor) -> tuple[int, int, int | None, bool]:
@@ -183,6 +196,10 @@ class LaunchContext(RunContext):
         # checkpoint only exists where the job runs
         self.skip_checks = "--skip-checks" in args
         args = [a for a in args if a != "--skip-checks"]
+        try:
+            check_name(self.name, "--name")
+        except PreflightError as e:
+            fail(str(e))
         run_args, task_args = [], []
         for arg in args:
             if arg.startswith("run."):
@@ -193,7 +210,10 @@ class LaunchContext(RunContext):
                 task_args.append(arg)
         if any(a.startswith("executor.") for a in run_args) and not any(a.startswith("executor=") for a in run_args):
             run_args.insert(0, "executor=local")  # settings for the default executor
-        self.parse_args(run_args)
+        try:
+            self.parse_args(run_args)
+        except (RunContextError, ValueError, TypeError, AttributeError) as e:  # NeMo-Run's parser errors included
+            fail(str(e).splitlines()[0])
         self._execute_task(fn, task_args)
 
     def parse_executor(self, name: str, *args: str):
@@ -202,11 +222,26 @@ class LaunchContext(RunContext):
         (``partition``, ``time``, ``env_vars`` ...)."""
         factory = executors.FACTORIES.get(name)
         if factory is None:
-            raise RunContextError(f"executor={name!r} is not one of {', '.join(executors.FACTORIES)}")
+            fail(f"executor={name!r} is not one of {', '.join(executors.FACTORIES)}")
         params = inspect.signature(factory).parameters
-        own = [a for a in args if re.split(r"[.=\[]", a, maxsplit=1)[0] in params]
-        factory_config = parse_cli_args(run.Partial(factory), own)
-        return parse_cli_args(fdl.build(factory_config)(), [a for a in args if a not in own])
+        key = {a: re.split(r"[.=\[+*/-]", a, maxsplit=1)[0] for a in args}
+        own = [a for a in args if key[a] in params]
+        try:
+            factory_config = parse_cli_args(run.Partial(factory), own)
+            executor_config = fdl.build(factory_config)()
+        except Exception as e:  # the factory's own ValueErrors, NeMo-Run's parser errors
+            fail(str(e).splitlines()[0])
+        fields = set(inspect.signature(executor_config.__fn_or_cls__).parameters)
+        for arg in args:
+            if arg not in own and key[arg] not in fields:
+                known = sorted(set(params) | fields)
+                near = difflib.get_close_matches(key[arg], known, n=1)
+                hint = f"did you mean executor.{near[0]}?" if near else f"settings: {', '.join(params)}"
+                fail(f"unknown executor setting executor.{key[arg]} for executor={name}: {hint}")
+        try:
+            return parse_cli_args(executor_config, [a for a in args if a not in own])
+        except Exception as e:
+            fail(str(e).splitlines()[0])
 
     recipe_factory = None  # set per command below: the recipe whose keys the overrides must name
     check_only = False  # `launch.py check`: run every check a submission runs, then stop
@@ -224,12 +259,6 @@ class LaunchContext(RunContext):
             fail(str(e))
         return parse_cli_args(task, args) if args else task
 
-    def _checks_before_submit(self, stages: dict[str, run.Partial]) -> None:
-        if self.skip_checks:
-            check_name(self.name, "--name")  # names reach shell commands: never skipped
-        else:
-            preflight(self.name, self.executor, stages)
-
     def _execute_task(self, fn, task_args):
         try:
             check_overrides(self.recipe_factory(), [a for a in task_args if "=" in a])
@@ -237,23 +266,24 @@ class LaunchContext(RunContext):
             fail(str(e))
         if self.sweep_axes:
             return self._execute_sweep(fn, task_args)
-        task = self.parse_fn(fn, task_args)
+        try:
+            task = self.parse_fn(fn, task_args)
+        except (ValueError, TypeError, AttributeError) as e:  # NeMo-Run's parser errors (one line, exit 2)
+            fail(str(e).splitlines()[0])
         if any([self.to_yaml, self.to_toml, self.to_json]):
             from nemo_run.cli.api import _serialize_configuration
 
             _serialize_configuration(task, self.to_yaml, self.to_toml, self.to_json, console=console, verbose=True)
             return
         stages = {self.name: task}
+        prepare_submission(self.name, self.executor, stages, skip_checks=self.skip_checks and not self.check_only)
         if self.check_only:
-            preflight(self.name, self.executor, stages)
             executor = type(self.executor).__name__
             console.print(f"check: {self.name} on {executor}: ok — nothing submitted", highlight=False)
             return
         if self.dryrun:
-            check_name(self.name, "--name")
             dryrun(self.name, stages, self.executor)
             return
-        self._checks_before_submit(stages)
         run.dryrun_fn(task, executor=self.executor)
         if not self._should_continue(self.skip_confirmation):
             return
@@ -276,10 +306,10 @@ class LaunchContext(RunContext):
             name = f"{self.name}-{index}"
             extra = [f"{k}={v}" for k, v in zip(keys, combo, strict=True)]
             stages[name] = self.parse_fn(fn, [*task_args, *extra, f"log.log_dir={out}", f"log.name={name}"])
+        prepare_submission(self.name, self.executor, stages, skip_checks=self.skip_checks)
         if self.dryrun:
             dryrun(self.name, stages, self.executor)
             return
-        self._checks_before_submit(stages)
         console.print(f"sweep {self.name}: {len(stages)} tasks over {', '.join(keys)}; runs in {out}")
         if not self._should_continue(self.skip_confirmation):
             return
@@ -368,10 +398,7 @@ def pipeline_output_dir(log_dir: str, executor) -> str:
     """One folder all stages can reach, so finetune finds pretrain's checkpoint wherever the jobs run."""
     if isinstance(executor, run.SlurmExecutor) and isinstance(executor.tunnel, run.SSHTunnel):
         return log_dir if log_dir.startswith("/") else f"{executor.tunnel.job_dir}/{log_dir}"
-    path = str(Path(log_dir).resolve())
-    if isinstance(executor, run.DockerExecutor):
-        executor.volumes.append(f"{path}:{path}")  # the containers write the runs straight to this host folder
-    return path
+    return str(Path(log_dir).resolve())  # (Docker: prepare_submission mounts it)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -408,11 +435,10 @@ def pipeline(
             parse_cli_args(stages[stage], [rest], stages[stage])
         except Exception as e:
             fail(f"{stage}: {e}" if isinstance(e, RecipeError) else str(e).splitlines()[0])
+    prepare_submission(name, executor, stages, skip_checks=direct)
     if dryrun_:
         dryrun(name, stages, executor)
         return
-    if not direct:
-        preflight(name, executor, stages)
     if not yes and not typer.confirm("Launch the pipeline?"):
         return
     sys.exit(run_stages(name, stages, executor, direct=direct, detach=detach))

@@ -49,6 +49,30 @@ def train(model, data, trainer, optim: Adam, log, resume, seed: int = 1234) -> s
     return str(app_state.log_dir)
 
 
+def gather_predictions(shard: dict):
+    """All ranks' predictions on rank 0 (None on the others), one row per held-out digit in the dataset's order.
+
+    Megatron's sampler gives each data-parallel rank its own slice of every global batch and pads the last global
+    batch with negative indices (items counted from the end): drop those and any repeat, then sort by ``idx``.
+    """
+    import torch
+    import torch.distributed as dist
+
+    shards = [shard]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        shards = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, shard)  # small (2,000 × 15 numbers for the sample); gloo and NCCL alike
+        if dist.get_rank() != 0:
+            return None
+    merged = {key: torch.cat([s[key] for s in shards]) for key in shards[0]}
+    idx = merged["idx"]
+    order = torch.argsort(idx, stable=True)
+    first = torch.ones_like(order, dtype=torch.bool)
+    first[1:] = idx[order][1:] != idx[order][:-1]
+    keep = order[first & (idx[order] >= 0)]
+    return {key: value[keep] for key, value in merged.items()}
+
+
 def predict(model, data, trainer, log, output: str = "predictions.pt", report: bool = True) -> str:
     """Run ``model`` (its ``initial_ckpt_path`` names the trained weights) over the held-out digits.
 
@@ -70,10 +94,11 @@ def predict(model, data, trainer, log, output: str = "predictions.pt", report: b
     freeze_heap()
     batches = trainer.predict(module, datamodule=data)
     run_dir = Path(app_state.log_dir)
-    if not trainer.is_global_zero:
+    # reconstructions are large and recomputable: keep what a report needs
+    shard = {key: torch.cat([b[key].detach().cpu() for b in batches]) for key in batches[0] if key != "x_hat"}
+    predictions = gather_predictions(shard)  # every rank predicted its shard; rank 0 gets them all
+    if predictions is None:
         return str(run_dir / output)
-    predictions = {key: torch.cat([b[key].detach().cpu() for b in batches]) for key in batches[0]}
-    predictions.pop("x_hat", None)  # reconstructions are large and recomputable; keep what a report needs
     torch.save(predictions, run_dir / output)
     metrics = {"num_digits": len(predictions["label"]), "checkpoint": str(model.initial_ckpt_path)}
     if "digit_logits" in predictions:

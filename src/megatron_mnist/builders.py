@@ -239,6 +239,9 @@ def logger(name: str = "pretrain", log_dir: str = "runs", checkpoint: bool = Tru
     Running the same name again continues that run (resume-if-exists); a run started while another of the same
     name is still running gets its own folder (``name-2``, ...) instead of writing into the other's.
     """
+    from megatron_mnist.names import check_name
+
+    check_name(name, "log.name")  # also for recipes composed in Python: the name is a folder, never a path
     import nemo.lightning as nl
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 

@@ -32,11 +32,18 @@ def load_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as e:  # a truncated file, or a .ckpt that Lightning did not write
             raise CheckpointError(f"cannot read checkpoint {ckpt}: {e}") from e
     else:
-        from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+        from torch.distributed.checkpoint import FileSystemReader
+        from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+        from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
-        # All keys: asking for a subset needs planner data that Megatron's torch_dist metadata does not carry. The
-        # optimizer's tensors come along and are dropped below; for this model they are small.
-        state = _load_state_dict_from_keys(checkpoint_id=str(ckpt))
+        # Read in this process alone (no_dist), also where a process group exists: rank 0 drawing the report after a
+        # multi-rank prediction must not start a collective that the other ranks never join (it hung there). All
+        # keys: asking for a subset needs planner data that Megatron's torch_dist metadata does not carry; the
+        # optimizer's tensors come along and are dropped below (small for this model). As torch's dcp_to_torch_save.
+        state = {}
+        _load_state_dict(
+            state, storage_reader=FileSystemReader(str(ckpt)), planner=_EmptyStateDictLoadPlanner(), no_dist=True
+        )
     return {
         _strip_module_prefixes(k): v
         for k, v in state.items()

@@ -12,6 +12,7 @@ lands inside the job directory).
 """
 
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -100,6 +101,8 @@ def docker(
     mounts, env_vars = list(volumes or []), dict(env or {})
     if python_env:
         python_env = str(Path(python_env).resolve())
+        if not Path(python_env, "pyvenv.cfg").is_file():
+            raise ValueError(f"executor.python_env={python_env!r} is not a virtual environment on this machine")
         base = _venv_base(python_env)
         mounts += [f"{base}:{base}:ro", f"{python_env}:{python_env}:ro"]
         env_vars.setdefault("PATH", f"{python_env}/bin:/usr/local/bin:/usr/bin:/bin")
@@ -164,7 +167,12 @@ def slurm(
         link = run.Config(run.LocalTunnel, job_dir=job_dir or "")
         if python_env is None and container_image is None:
             python_env = sys.prefix
-    lines = [f"source {Path(python_env) / 'bin' / 'activate'}"] if python_env and not container_image else []
+    # quoted: the path is data in the sbatch script (preflight.python_envs reads it back to check it exists)
+    lines = (
+        [f"source {shlex.quote(str(Path(python_env) / 'bin' / 'activate'))}"]
+        if python_env and not container_image
+        else []
+    )
     lines += [setup_lines] if setup_lines else []
     return run.Config(
         run.SlurmExecutor,
@@ -183,3 +191,29 @@ def slurm(
 
 
 FACTORIES = {"local": local, "docker": docker, "slurm": slurm}
+
+
+def mount_recipe_paths(executor, recipes) -> None:
+    """Docker: mount the recipes' absolute host paths at the same paths in the container — ``log.log_dir``
+    read-write (else the runs' checkpoints and logs would stay in the container and vanish with it), ``data.root``
+    and ``model.initial_ckpt_path`` read-only. A relative ``log.log_dir`` is inside the job directory, which NeMo-Run
+    mounts itself. The dry run shows the volumes."""
+    if not isinstance(executor, run.DockerExecutor):
+        return
+    wanted = []
+    for recipe in recipes:
+        for key, mode in (("log.log_dir", "rw"), ("data.root", "ro"), ("model.initial_ckpt_path", "ro")):
+            section, _, field = key.partition(".")
+            value = getattr(getattr(recipe, section, None), field, None)
+            if isinstance(value, str) and value.startswith("/"):
+                wanted.append((os.path.normpath(value), mode))
+    for path, mode in sorted(wanted, key=lambda w: (w[1] != "rw", len(w[0]))):  # read-write first, outer first
+        if not any(_covers(volume, path, mode) for volume in executor.volumes):
+            executor.volumes.append(f"{path}:{path}" + (":ro" if mode == "ro" else ""))
+
+
+def _covers(volume: str, path: str, mode: str) -> bool:
+    """An existing ``HOST:CONTAINER[:OPTS]`` volume already gives the container ``path`` at ``path``."""
+    host, container, *opts = volume.split(":")
+    inside = path == host or path.startswith(host.rstrip("/") + "/")
+    return inside and host == container and (mode == "ro" or "ro" not in (opts[0].split(",") if opts else []))

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import nemo_run as run
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+from megatron_mnist import names
+from megatron_mnist.executor_fields import FieldError, check_fields
 
 
 class PreflightError(ValueError):
@@ -21,12 +22,19 @@ class PreflightError(ValueError):
 
 
 def check_name(name: str, what: str = "name") -> None:
-    # Names reach sbatch scripts, container names and shell commands: letters, digits, '.', '_' and '-' only.
-    if not SAFE_NAME.match(name or ""):
-        raise PreflightError(
-            f"{what}={name!r} is not a valid job name: use letters, digits, '.', '_' and '-' "
-            f"(at most 100, starting with a letter or digit)"
-        )
+    """Names reach sbatch scripts, container names, folders and shell commands (``megatron_mnist.names``)."""
+    try:
+        names.check_name(name, what)
+    except names.NameError_ as e:
+        raise PreflightError(str(e)) from None
+
+
+def check_executor_fields(executor) -> None:
+    """What each field may hold (``megatron_mnist.executor_fields``): never skipped, like names."""
+    try:
+        check_fields(executor)
+    except FieldError as e:
+        raise PreflightError(str(e)) from None
 
 
 def check_executor(executor) -> None:
@@ -62,16 +70,20 @@ def check_slurm(executor: run.SlurmExecutor) -> None:
             f"NEMORUN_HOME={home} ends in a folder named nemo_run, which NeMo-Run's Slurm paths "
             f"cannot take: use another name (the default is ~/.nemo_run)"
         )
-    status, out = _tunnel_run(tunnel, "sinfo -h -o '%P %G'")
+    status, out = _tunnel_run(tunnel, "sinfo -h -o '%P|%D|%G'")
     if status != 0:
         raise PreflightError(f"cannot query Slurm (sinfo) {_where(tunnel)}: {out.strip()[:200]}")
-    partitions: dict[str, int] = {}
+    partitions: dict[str, int] = {}  # GPUs per node
+    nodes: dict[str, int] = {}
+    default = None
     for line in out.splitlines():
-        name, _, gres = line.strip().partition(" ")
-        name = name.rstrip("*")  # the default partition is starred
+        name, count, gres = (line.strip().split("|") + ["", ""])[:3]
+        if name.endswith("*"):  # the default partition is starred
+            name = default = name[:-1]
         gpus = sum(int(m) for m in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", gres))
         partitions[name] = max(partitions.get(name, 0), gpus)
-    partition = executor.partition or next((p.rstrip("*") for p in out.split() if p.endswith("*")), None)
+        nodes[name] = nodes.get(name, 0) + (int(count) if count.isdigit() else 0)  # one line per node state
+    partition = executor.partition or default
     if executor.partition and executor.partition not in partitions:
         raise PreflightError(
             f"executor.partition={executor.partition!r} does not exist on the cluster "
@@ -83,10 +95,30 @@ def check_slurm(executor: run.SlurmExecutor) -> None:
             f"executor.gpus_per_node={asked} but partition {partition} has at most "
             f"{partitions.get(partition, 0)} GPU(s) per node"
         )
+    if partition is not None and executor.nodes > nodes.get(partition, 0):
+        raise PreflightError(
+            f"executor.nodes={executor.nodes} but partition {partition} has {nodes.get(partition, 0)} node(s): "
+            "the job would pend forever"
+        )
+    for env in python_envs(executor):
+        if _tunnel_run(tunnel, f"test -f {shlex.quote(env + '/bin/activate')}")[0] != 0:
+            raise PreflightError(
+                f"executor.python_env={env!r} is not a virtual environment {_where(tunnel)} (no bin/activate)"
+            )
     job_dir = tunnel.job_dir or os.path.join(run.config.get_nemorun_home(), "experiments")
     status, out = _tunnel_run(tunnel, f"mkdir -p {shlex.quote(job_dir)} && test -w {shlex.quote(job_dir)}")
     if status != 0:
         raise PreflightError(f"executor.job_dir={job_dir!r} is not writable {_where(tunnel)}")
+
+
+def python_envs(executor: run.SlurmExecutor) -> list[str]:
+    """The virtual environments the slurm factory's setup lines activate (``source ENV/bin/activate``)."""
+    found = []
+    for line in (executor.setup_lines or "").splitlines():
+        words = shlex.split(line) if line.startswith("source ") else []
+        if len(words) == 2 and words[1].endswith("/bin/activate"):
+            found.append(words[1][: -len("/bin/activate")])
+    return found
 
 
 def _where(tunnel) -> str:

@@ -49,7 +49,7 @@ def launch(*args):
         (["finetune", f"model.initial_ckpt_path={ROOT / 'tests'}"], "is not a checkpoint"),
         (["pretrain", "data.root=/tmp/no-mnist-here"], "data.root='/tmp/no-mnist-here' is not a directory"),
         (["pretrain", f"data.root={ROOT / 'tests'}"], "MNIST file not found"),
-        (["pretrain", "--name", "a b"], "--name='a b' is not a valid job name"),
+        (["pretrain", "--name", "a b"], "--name='a b' is not a valid name"),
         (
             ["predict", f"model.initial_ckpt_path={ROOT / 'tests' / 'fixtures' / 'gpu_resumed_checkpoint'}"],
             "holds a PretrainConfig model without digit_classifier, which model.task=finetune takes from it",
@@ -58,6 +58,21 @@ def launch(*args):
         (["pretrain", "runtime=120"], "unknown override key 'runtime'"),  # not mistaken for run.* (Run#604)
         (["pipeline", "--yes", "pretrain.trainer.max_stepz=1"], "pretrain: unknown override key 'trainer.max_stepz'"),
         (["pipeline", "--yes", "train.x=1"], "expected STAGE.KEY=VALUE with STAGE one of pretrain, finetune, predict"),
+        (["pipeline", "--yes", "--name", ".."], "--name='..' is not a valid name"),
+        (["pretrain", "executor=nosuch"], "executor='nosuch' is not one of local, docker, slurm"),
+        (["pretrain", "executor.nosuch=1"], "unknown executor setting executor.nosuch for executor=local"),
+        (["pretrain", "data.root="], "data.root= has no value: give one, or data.root=None to unset it"),
+        (["pretrain", "log.name="], "log.name= has no value"),
+        (["pretrain", "log.name=.."], "log.name='..' is not a valid name"),
+        (["pretrain", "log.name=../escape"], "log.name='../escape' is not a valid name"),
+        (["pretrain", "log.name=a/b"], "log.name='a/b' is not a valid name"),
+        (
+            ["pretrain", "log.name=" + "x" * 300],
+            "is not a valid name: use letters, digits, '.', '_' and '-' (at most 100",
+        ),
+        (["pretrain", "--name", "../x"], "--name='../x' is not a valid name"),
+        (["pretrain", "--name", "../x", "--dryrun"], "--name='../x' is not a valid name"),
+        (["pretrain", "data.micro_batch_size=-3", "--dryrun"], "data.micro_batch_size=-3 must be a positive integer"),
     ],
 )
 def test_one_clear_line_and_nothing_runs(args, message, tmp_path):
@@ -96,3 +111,49 @@ def test_skip_checks_submits_what_the_checks_would_have_stopped(tmp_path):
     assert skipped.returncode == 1, skipped.stdout[-2000:] + skipped.stderr[-2000:]
     output = skipped.stdout + skipped.stderr
     assert "pretrain: FAILED" in output and "data.root=/tmp/no-mnist-here is not a directory" in output
+
+
+def test_a_run_name_never_leaves_its_folder_cli_and_yaml(tmp_path):
+    # a user's folder: before, `log.name=..` made it the run folder and NeMo's logger moved out.log into run_0/
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "out.log").write_text("keep me")
+    for name in ("..", "../escape", ".", "a/b"):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "launch.py"), "pretrain", f"log.name={name}", "log.log_dir=.", "--yes"],
+            capture_output=True, text=True, timeout=300, cwd=work, env=dict(os.environ, COLUMNS="200"),
+        )  # fmt: skip
+        assert result.returncode == 2 and f"log.name={name!r} is not a valid name" in result.stderr, result.stderr
+    exported = tmp_path / "p.yaml"
+    assert launch("pretrain", "log.name=ok", "--to-yaml", str(exported)).returncode == 0
+    exported.write_text(exported.read_text().replace("name: ok", "name: ../escape"))
+    from_file = launch("pretrain", "--yaml", str(exported), f"log.log_dir={work}", "--yes")
+    assert from_file.returncode == 2 and "log.name='../escape' is not a valid name" in from_file.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["out.log"] and (work / "out.log").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml", "project"]  # no lock or run beside it
+
+
+def test_truncated_data_is_found_before_submitting(tmp_path):
+    from megatron_mnist.data.dataset import embedded_sample_root
+
+    sample = embedded_sample_root()
+    for case in ("gzip", "idx"):
+        root = tmp_path / case
+        root.mkdir()
+        for f in sample.glob("*-ubyte*"):
+            (root / f.name).write_bytes(f.read_bytes())
+        victim = next(root.glob("train-images*"))
+        if case == "gzip":  # a download cut short
+            victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+        else:  # a valid header whose data is cut short
+            import gzip
+
+            raw = gzip.decompress(victim.read_bytes()) if victim.suffix == ".gz" else victim.read_bytes()
+            victim.unlink()
+            (root / "train-images-idx3-ubyte").write_bytes(raw[: len(raw) - 784])
+        runs = tmp_path / f"runs-{case}"
+        result = launch("pretrain", f"data.root={root}", f"log.log_dir={runs}", "--yes")
+        assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+        assert f"data.root='{root}'" in result.stderr and "train-images-idx3-ubyte" in result.stderr
+        assert ("cannot read" if case == "gzip" else "is truncated or corrupt") in result.stderr
+        assert not runs.exists()

@@ -54,8 +54,9 @@ def docker():
 
 @pytest.fixture(scope="session")
 def ssh_key(tmp_path_factory):
-    key = sh("bash", str(INFRA / "sshd_up.sh"), "2222", str(tmp_path_factory.mktemp("sshd"))).stdout.split()[-1]
-    return key
+    folder = str(tmp_path_factory.mktemp("sshd"))
+    yield sh("bash", str(INFRA / "sshd_up.sh"), "2222", folder).stdout.split()[-1]
+    sh("bash", str(INFRA / "sshd_down.sh"), "2222", folder)  # the machine as it was: no sshd, no host key
 
 
 def job_dir_of(stdout: str, task: str) -> Path:
@@ -303,6 +304,11 @@ def docker_containers() -> list[str]:
         ),
         (["executor.gpus_per_node=4"], "executor.gpus_per_node=4 but partition debug has at most 2 GPU(s) per node"),
         (["executor.job_dir=/proc/not-here"], "executor.job_dir='/proc/not-here' is not writable on this machine"),
+        (["executor.nodes=3"], "executor.nodes=3 but partition debug has 1 node(s): the job would pend forever"),
+        (["executor.time=banana"], "executor.time='banana' is not allowed: expected a Slurm time limit"),
+        (["executor.python_env=/nope"], "executor.python_env='/nope' is not a virtual environment on this machine"),
+        (["executor.account=a$(touch pwned)"], "executor.account='a$(touch pwned)' is not allowed"),
+        (["executor.job_dir=/tmp/$(touch pwned)"], "executor.job_dir='/tmp/$(touch pwned)' is not allowed"),
         (
             ["executor.tunnel=ssh", "executor.host=127.0.0.1", "executor.port=1", "executor.job_dir=/tmp/x"],
             "cannot reach the SSH host root@127.0.0.1:1",
@@ -318,9 +324,10 @@ def test_bad_slurm_input_is_one_line_and_nothing_is_submitted(slurm, args, messa
         *args,
         "--yes",
     )
-    assert result.returncode != 0
-    assert message in result.stderr + result.stdout, result.stderr[-2000:] + result.stdout[-2000:]
-    assert squeue_ids() == before
+    assert result.returncode == 2, result.stderr[-2000:] + result.stdout[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:] + result.stdout[-2000:]
+    assert squeue_ids() == before and not (ROOT / "pwned").exists()
 
 
 def test_check_runs_the_submission_checks_and_submits_nothing(slurm, docker):
@@ -354,7 +361,7 @@ def test_shell_metacharacters_are_data_never_code(executor, request, tmp_path):
     args = {"local": ["executor=local"]}.get(executor) or request.getfixturevalue(executor)
     marker = tmp_path / "pwned"
     bad_name = launch("pretrain", *args, "--name", f"x; touch {marker}", "--yes")
-    assert bad_name.returncode == 2 and "is not a valid job name" in bad_name.stderr
+    assert bad_name.returncode == 2 and "is not a valid name" in bad_name.stderr
     # an override value full of metacharacters runs as a plain string (here: the run's folder name); a relative
     # marker would appear in the job's working directory or here
     value = "a$(touch pwned)b;touch pwned`touch pwned`'\"x y"
@@ -365,3 +372,40 @@ def test_shell_metacharacters_are_data_never_code(executor, request, tmp_path):
     assert (workdir / value).is_dir()
     assert not list(tmp_path.glob("pwned")) and not (ROOT / "pwned").exists() and not (workdir / "pwned").exists()
     assert not (workdir.parent / "pwned").exists()
+
+
+# -- values that may hold anything stay data on a real submit; fields that cannot are refused -----------------------
+def no_markers(*folders: Path, name: str = "pwned") -> bool:
+    return not any((folder / name).exists() for folder in (*folders, ROOT, Path.home(), Path("/tmp")))
+
+
+def test_hostile_values_are_data_on_a_real_slurm_submit(slurm, tmp_path):
+    marker = tmp_path / "pwned"
+    # a virtual environment whose path holds shell code (a link to this one): sourced, never run
+    env = tmp_path / "env;touch pwned;x"
+    env.symlink_to(sys.prefix)
+    result = launch(
+        "pretrain", *slurm, *FAST, f"executor.python_env={env}",
+        f"executor.env_vars={{'MARK': '$(touch {marker})', 'MARK2': '`touch {marker}`;touch pwned'}}",
+        f"executor.comment=a$(touch {marker})", "log.name=hostile",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+    job_dir = job_dir_of(result.stdout, "pretrain")
+    script = next(job_dir.glob("*.sh")).read_text() if list(job_dir.glob("*.sh")) else ""
+    (job_id,) = slurm_job_ids(job_dir)
+    assert sacct_state(job_id) == ("COMPLETED", "0:0")
+    assert_trained(job_dir / "code" / "runs" / "hostile")
+    assert not marker.exists() and no_markers(tmp_path, job_dir, job_dir / "code"), script
+    refused = launch("pretrain", *slurm, *FAST, f"executor.account=a$(touch {marker})")
+    assert refused.returncode == 2 and "executor.account=" in refused.stderr and not marker.exists()
+
+
+def test_docker_with_an_absolute_log_dir_keeps_the_run_on_the_host(docker, tmp_path):
+    marker, runs = tmp_path / "pwned", tmp_path / "abs-runs"
+    env = f"executor.env={{'MARK': '$(touch {marker})'}}"
+    dry = launch("pretrain", *docker, *FAST, f"log.log_dir={runs}", env, "--dryrun")
+    assert dry.returncode == 0 and f"{runs}:{runs}" in dry.stdout, dry.stdout[-3000:] + dry.stderr[-2000:]
+    result = launch("pretrain", *docker, *FAST, f"log.log_dir={runs}", env)
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+    assert_trained(runs / "pretrain")  # the checkpoints and CSV outlive the container
+    assert not marker.exists()

@@ -86,12 +86,25 @@ def test_two_cpu_ranks_train_as_one_rank_with_the_same_global_batch(tmp_path, on
     assert_same_run(two, one_rank)
     assert_same_weights(two, one_rank)
 
-    # the 2-rank checkpoint predicts in one process
-    launch("predict", f"model.initial_ckpt_path={two}", "model.task=pretrain", f"log.log_dir={tmp_path}",
-           "trainer.accelerator=cpu", "--yes")  # fmt: skip
-    predictions = torch.load(tmp_path / "predict" / "predictions.pt")
-    assert predictions["z"].shape == (2000, 3)
-    assert json.loads((tmp_path / "predict" / "metrics.json").read_text())["num_digits"] == 2000
+    # the 2-rank checkpoint predicts in one process, and on 2 ranks: every digit once, the same embedding
+    one = predict(two, tmp_path / "p1")
+    assert one["z"].shape == (2000, 3)
+    assert_same_predictions(predict(two, tmp_path / "p2", "executor=local", "executor.ntasks_per_node=2"), one)
+
+
+def predict(checkpoint: Path, log_dir: Path, *extra: str) -> dict:
+    launch("predict", f"model.initial_ckpt_path={checkpoint}", "model.task=pretrain", f"log.log_dir={log_dir}",
+           "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", *extra, "--yes")  # fmt: skip
+    assert json.loads((log_dir / "predict" / "metrics.json").read_text())["num_digits"] == 2000
+    return torch.load(log_dir / "predict" / "predictions.pt")
+
+
+def assert_same_predictions(several: dict, one: dict) -> None:
+    """Each held-out digit once, in the dataset's order, with the embedding one process computes (fp32 batches of
+    another composition: within float rounding)."""
+    assert several["idx"].tolist() == list(range(2000))
+    assert torch.equal(several["label"], one["label"])
+    torch.testing.assert_close(several["z"], one["z"], rtol=RTOL, atol=1e-5)
 
 
 def job_of(result: subprocess.CompletedProcess) -> str:
@@ -112,6 +125,8 @@ def test_two_slurm_nodes_train_as_one_rank(slurm, tmp_path, one_rank):
     }
     assert_same_run(run_dir, one_rank)
     assert_same_weights(run_dir, one_rank)
+    # and predicts on the two nodes: every digit once (it scored 1/N of them and hung on N GPUs)
+    assert_same_predictions(predict(run_dir, tmp_path / "p2", *MULTI), predict(run_dir, tmp_path / "p1"))
 
 
 def wait_for(condition, timeout: float, what: str, every: float = 0.5):

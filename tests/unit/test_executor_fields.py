@@ -1,0 +1,143 @@
+"""Executor fields and names that would become shell code or a path outside their folder are refused before
+anything is submitted; values that may legally hold anything are quoted (in-process, no engine needed)."""
+
+import shlex
+import sys
+from pathlib import Path
+
+import fiddle as fdl
+import nemo_run as run
+import pytest
+
+from megatron_mnist import builders, executors
+from megatron_mnist.executor_fields import FieldError, check_fields, quote_env_values
+from megatron_mnist.names import NameError_, check_name
+from megatron_mnist.preflight import python_envs
+from megatron_mnist.recipe_checks import RecipeError, check_overrides, check_run_name
+from recipes.pretrain import pretrain
+
+EVIL = "a$(touch PWNED)"
+
+
+def slurm(**settings):
+    later = ("env_vars", "comment", "srun_args", "qos") + (() if settings.get("tunnel") == "ssh" else ("job_dir",))
+    fields = {k: settings.pop(k) for k in list(settings) if k in later}  # executor fields, set as the CLI sets them
+    executor = fdl.build(executors.slurm(**settings))
+    for key, value in fields.items():
+        setattr(executor.tunnel if key == "job_dir" else executor, key, value)
+    return executor
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"account": EVIL}, "executor.account='a$(touch PWNED)' is not allowed: expected a name"),
+        ({"partition": "gpu;touch x"}, "executor.partition="),
+        ({"qos": "normal`id`"}, "executor.qos="),
+        ({"time": "banana"}, "executor.time='banana' is not allowed: expected a Slurm time limit"),
+        ({"nodes": 0}, "executor.nodes=0 is not allowed: expected a positive integer"),
+        ({"job_dir": "/tmp/$(id)"}, "executor.job_dir='/tmp/$(id)' is not allowed: expected a path"),
+        ({"job_dir": "/tmp/a b"}, "executor.job_dir='/tmp/a b'"),
+        ({"container_image": "img;rm -rf /"}, "executor.container_image="),
+        ({"container_image": "nvcr.io/x:1", "container_mounts": ["/data:/data,/etc:/etc"]}, "container_mounts"),
+        ({"container_image": "nvcr.io/x:1", "container_mounts": ["/data"]}, "HOST:CONTAINER"),
+        ({"comment": "ok\nrm -rf ~"}, "executor.comment='ok\\nrm -rf ~' is not allowed: expected one line"),
+        ({"env_vars": {"A;B": "1"}}, "executor.env_vars['A;B']"),
+        ({"tunnel": "ssh", "host": "h;id", "job_dir": "/j"}, "executor.host="),
+        ({"tunnel": "ssh", "host": "h", "user": "$(id)", "job_dir": "/j"}, "executor.user="),
+    ],
+)
+def test_slurm_fields_that_would_be_code_are_refused(settings, message):
+    with pytest.raises(FieldError) as e:
+        check_fields(slurm(**settings))
+    assert message in str(e.value) and "\n" not in str(e.value).replace("\\n", "")
+
+
+@pytest.mark.parametrize("time", ["30", "10:00", "01:00:00", "2-00", "2-12:30", "2-12:30:00", "UNLIMITED"])
+def test_slurm_time_formats_pass(time):
+    check_fields(slurm(time=time, account="proj_a-1", partition="gpu.x", qos="normal"))
+
+
+def test_slurm_values_that_may_hold_anything_are_quoted():
+    executor = slurm(python_env="/opt/envs/my env;touch PWNED", comment=EVIL, env_vars={"MARK": "$(touch PWNED)"})
+    check_fields(executor)  # a comment is quoted by NeMo-Run's #SBATCH line; env values and python_env by us
+    quote_env_values(executor)
+    quote_env_values(executor)  # once only
+    assert executor.env_vars == {"MARK": shlex.quote("$(touch PWNED)")}
+    assert executor.setup_lines == "source '/opt/envs/my env;touch PWNED/bin/activate'"
+    assert python_envs(executor) == ["/opt/envs/my env;touch PWNED"]
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"image": "img$(id)"}, "executor.image="),
+        ({"volumes": ["/tmp:/x;y"]}, "executor.volumes='/tmp:/x;y'"),
+        ({"volumes": ["/tmp"]}, "HOST:CONTAINER"),
+        ({"env": {"A-B": "1"}}, "executor.env['A-B']"),
+        ({"shm_size": "8g; rm"}, "executor.shm_size="),
+    ],
+)
+def test_docker_fields_are_checked(settings, message):
+    with pytest.raises(FieldError) as e:
+        check_fields(fdl.build(executors.docker(**settings)))
+    assert message in str(e.value)
+
+
+def test_docker_python_env_must_be_a_venv():
+    with pytest.raises(ValueError, match="executor.python_env='/nope' is not a virtual environment"):
+        executors.docker(python_env="/nope")
+    check_fields(fdl.build(executors.docker(python_env=sys.prefix, env={"MARK": EVIL})))  # values are data there
+
+
+def test_docker_mounts_the_recipes_absolute_paths(tmp_path):
+    executor = fdl.build(executors.docker(volumes=["/srv/data:/srv/data:ro"]))
+    recipe = pretrain()
+    recipe.log.log_dir = str(tmp_path / "runs")
+    recipe.data.root = "/srv/data/mnist"  # under a read-only mount already there
+    second = pretrain()
+    second.log.log_dir = str(tmp_path / "runs" / "inner")  # inside the first: one mount serves both
+    second.model.initial_ckpt_path = "/ckpts/run/checkpoints/x"
+    executors.mount_recipe_paths(executor, [recipe, second])
+    assert executor.volumes == [
+        "/srv/data:/srv/data:ro",
+        f"{tmp_path / 'runs'}:{tmp_path / 'runs'}",
+        "/ckpts/run/checkpoints/x:/ckpts/run/checkpoints/x:ro",
+    ]
+    relative = pretrain()  # log_dir "runs": inside the job directory, which NeMo-Run mounts
+    before = list(executor.volumes)
+    executors.mount_recipe_paths(executor, [relative])
+    assert executor.volumes == before
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../escape", "a/b", "-x", "x" * 101, "a b", "a$(id)", None, 3])
+def test_names_that_are_paths_or_code_are_refused(name):
+    with pytest.raises(NameError_):
+        check_name(name, "log.name")
+
+
+@pytest.mark.parametrize("name", ["pretrain", "run.2", "A_b-3", "x" * 100])
+def test_plain_names_pass(name):
+    check_name(name, "log.name")
+
+
+def test_run_name_of_a_recipe_and_the_job_side_check():
+    recipe = pretrain()
+    check_run_name(recipe)
+    recipe.log.name = ".."
+    with pytest.raises(RecipeError, match=r"log.name='\.\.' is not a valid name"):
+        check_run_name(recipe)
+    # the Python API: a recipe composed in Python and run without the launcher stops in the job, before any folder
+    with pytest.raises(NameError_):
+        builders.logger(name="../escape", log_dir=str(Path.cwd()))
+
+
+def test_an_empty_override_is_one_line():
+    with pytest.raises(RecipeError, match=r"data.root= has no value: give one, or data.root=None to unset it"):
+        check_overrides(pretrain(), ["data.root="])
+
+
+def test_local_executor_fields():
+    check_fields(run.LocalExecutor(env_vars={"OK_1": "$(anything) is data"}))
+    with pytest.raises(FieldError):
+        check_fields(run.LocalExecutor(env_vars={"1BAD": "x"}))
