@@ -362,14 +362,14 @@ def test_shell_metacharacters_are_data_never_code(executor, request, tmp_path):
     marker = tmp_path / "pwned"
     bad_name = launch("pretrain", *args, "--name", f"x; touch {marker}", "--yes")
     assert bad_name.returncode == 2 and "is not a valid name" in bad_name.stderr
-    # an override value full of metacharacters runs as a plain string (here: the run's folder name); a relative
-    # marker would appear in the job's working directory or here
+    # an override value full of metacharacters runs as a plain string (here: the folder of the runs, a path that
+    # may hold any character; run names may not); a relative marker would appear in the job's working directory
     value = "a$(touch pwned)b;touch pwned`touch pwned`'\"x y"
-    log_dir = [f"log.log_dir={tmp_path}"] if executor == "local" else []
-    result = launch("pretrain", *args, *FAST, *log_dir, f"log.name='{value}'")
+    log_dir = f"{tmp_path}/{value}" if executor == "local" else value
+    result = launch("pretrain", *args, *FAST, f"log.log_dir='{log_dir}'")
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
-    workdir = tmp_path if executor == "local" else job_dir_of(result.stdout, "pretrain") / "code" / "runs"
-    assert (workdir / value).is_dir()
+    workdir = tmp_path if executor == "local" else job_dir_of(result.stdout, "pretrain") / "code"
+    assert (workdir / value / "pretrain").is_dir()
     assert not list(tmp_path.glob("pwned")) and not (ROOT / "pwned").exists() and not (workdir / "pwned").exists()
     assert not (workdir.parent / "pwned").exists()
 
