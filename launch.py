@@ -24,27 +24,38 @@ import csv
 import difflib
 import inspect
 import itertools
-import json
 import re
 import sys
+import warnings
 from pathlib import Path
 
-import fiddle as fdl
-import nemo_run as run
-import typer
-from nemo_run.cli.api import Entrypoint, RunContext, RunContextError, _parse_prefixed_args
-from nemo_run.cli.cli_parser import parse_cli_args
-from rich.console import Console
-from torchx.specs import AppState
+# torch (imported by NeMo-Run) warns about pynvml on every start: noise on the console, nothing a user can act on
+warnings.filterwarnings("ignore", message="The pynvml package is deprecated")
+import fiddle as fdl  # noqa: E402
+import nemo_run as run  # noqa: E402
+import typer  # noqa: E402
+from nemo_run.cli.api import Entrypoint, RunContext, RunContextError, _parse_prefixed_args  # noqa: E402
+from nemo_run.cli.cli_parser import parse_cli_args  # noqa: E402
+from rich.console import Console  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `recipes` beside this file, also from another cwd
 
 from megatron_mnist import executors  # noqa: E402  (also registers executor=local|docker|slurm for the CLI)
 from megatron_mnist.api import predict, train  # noqa: E402
 from megatron_mnist.config_files import ConfigFileError, load_recipe  # noqa: E402
-from megatron_mnist.executor_fields import quote_env_values  # noqa: E402
-from megatron_mnist.preflight import PreflightError, check_executor, check_executor_fields, check_name  # noqa: E402
-from megatron_mnist.recipe_checks import RecipeError, check_overrides, check_recipe, check_run_name  # noqa: E402
+from megatron_mnist.preflight import PreflightError, check_name  # noqa: E402
+from megatron_mnist.recipe_checks import RecipeError, check_overrides  # noqa: E402
+from megatron_mnist.submission import (  # noqa: E402
+    SubmissionError,
+    dryrun,
+    executor_shape,
+    job_files,
+    job_location,
+    job_summary,
+    logs_of,
+    prepare,
+    run_stages,
+)
 from recipes.finetune import finetune  # noqa: E402
 from recipes.pipeline import pipeline as pipeline_stages  # noqa: E402
 from recipes.predict import predict as predict_recipe  # noqa: E402
@@ -52,7 +63,6 @@ from recipes.pretrain import pretrain  # noqa: E402
 
 console = Console()
 errors = Console(stderr=True)
-LOG_TAIL_LINES = 40
 
 
 def fail(message: str) -> None:
@@ -61,128 +71,31 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def run_stages(
-    title: str,
-    stages: dict[str, run.Partial],
-    executor,
-    direct: bool = False,
-    detach: bool = False,
-    sequential: bool = True,
-) -> int:
-    """Run the stages in order as one NeMo-Run experiment; 0 when every task succeeded, else 1.
-
-    ``run.run`` returns None even when the job failed (NVIDIA-NeMo/Run#289): read each task's state and show the
-    log tail of a failed one.
-    """
-    if direct or executor is None:
-        for name, task in stages.items():
-            console.print(f"[bold cyan]Running {name} in this process[/bold cyan]")
-            fdl.build(task)()
-        return 0
-    with run.Experiment(title, executor=executor) as exp:
-        for name, task in stages.items():
-            exp.add(task, name=name)
-        # sequential: on Slurm the stages become jobs with afterok dependencies (so a detached pipeline still
-        # chains); elsewhere each starts when the one before has finished. A sweep's tasks run side by side.
-        exp.run(sequential=sequential, detach=detach, tail_logs=False)
-    console.print(f"experiment {exp._id}: {exp._exp_dir}")
-    if detach:
-        console.print(f"submitted; follow it with: python launch.py status {exp._id}")
-        return 0
-    # Leaving the `with` waits for the jobs; Job.state then holds what they ended with (asking the local
-    # scheduler afterwards can answer RUNNING or UNKNOWN).
-    job_dirs = {job.id: Path(job.executor.job_dir) for job in exp.jobs}
-    results = {job.id: (settled_state(job.state, job_dirs[job.id]), job_dirs[job.id]) for job in exp.jobs}
-    failed = [name for name, (state, _) in results.items() if state != AppState.SUCCEEDED]
-    for name, (state, job_dir) in results.items():
-        code = exit_code(job_dir) if state != AppState.SUCCEEDED else None
-        status = state.name if code is None else f"{state.name} (exit code {code})"
-        console.print(f"{name}: {status}  job dir: {job_dir}", soft_wrap=True)
-    for name in failed:
-        show_log_tail(name, results[name][1])
-    return 1 if failed else 0
-
-
-def settled_state(state: AppState, job_dir: Path) -> AppState:
-    """The job's state, corrected by the exit status its executor wrote down: NeMo-Run's Docker monitor can lose a
-    container that exited 0 (seen once in CI under load) and answer a state other than SUCCEEDED."""
-    return AppState.SUCCEEDED if state != AppState.SUCCEEDED and exit_code(job_dir) == 0 else state
-
-
-def exit_code(job_dir: Path) -> int | None:
-    """The task's exit status where its executor writes it down: Docker's status file, the Slurm script's log."""
-    for status_file in job_dir.glob("status_*.out"):
-        return int(json.loads(status_file.read_text())["exit_code"])
-    for sbatch_log in job_dir.glob("sbatch_*.out"):
-        found = re.findall(r"^job exited with code (\d+)$", sbatch_log.read_text(errors="replace"), re.M)
-        if found:
-            return int(found[-1])
-    return None
-
-
-def task_logs(job_dir: Path) -> list[Path]:
-    # Slurm writes log-*.out, Docker log_*.out, the local scheduler stderr.log / stdout.log under nemo_run/
-    patterns = ("**/log*.out", "**/stderr.log", "**/stdout.log")
-    return [p for pattern in patterns for p in job_dir.glob(pattern) if p.stat().st_size] if job_dir.is_dir() else []
-
-
-def show_log_tail(name: str, job_dir: Path) -> None:
-    logs = task_logs(job_dir)
-    if not logs:
-        console.print(f"[bold red]{name} failed; no log found under {job_dir}[/bold red]")
-        return
-    log = logs[0]
-    lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-    console.print(f"[bold red]{name} failed; last {len(lines)} lines of {log}:[/bold red]", soft_wrap=True)
-    print("\n".join(lines))
-
-
-def dryrun(title: str, stages: dict[str, run.Partial], executor) -> None:
-    """What would run: the code, each stage's resolved config, then exactly what the executor would submit."""
-    console.print(f"code: {executors.describe_source()}", soft_wrap=True, highlight=False)
-    for task in stages.values():
-        run.dryrun_fn(task, executor=executor)
-    if executor is not None:
-        with run.Experiment(title, executor=executor) as exp:
-            for name, task in stages.items():
-                exp.add(task, name=name)
-            exp.dryrun()
-
-
 def prepare_submission(name: str, executor, stages: dict[str, run.Partial], skip_checks: bool = False) -> None:
-    """Before every submission, dry run and ``check``: what the job could not run safely, then (unless
-    ``--skip-checks``) everything else that can be known before submitting. The first problem ends the launch (one
-    line, exit status 2, nothing created). Then the executor gets what the recipes need: Docker mounts for their
-    absolute paths, Slurm's environment values quoted."""
+    """``megatron_mnist.submit.prepare``: the first problem is one line and exit status 2, nothing created."""
     try:
-        # never skipped: names become folders and job names, executor fields reach scripts and command lines
-        check_name(name, "--name")
-        for task in stages.values():
-            check_run_name(task)
-        if executor is not None:
-            check_executor_fields(executor)
-        if not skip_checks:
-            per_node, nodes, gpus, local_files = executor_shape(executor)
-            for index, task in enumerate(stages.values()):
-                # a later pipeline stage starts from files an earlier one has yet to write
-                check_recipe(task, ranks=(per_node, nodes), executor_gpus=gpus, check_paths=local_files and index == 0)
-            check_executor(executor)
-    except (PreflightError, RecipeError) as e:
+        prepare(name, executor, stages, skip_checks=skip_checks)
+    except SubmissionError as e:
         fail(str(e))
-    executors.mount_recipe_paths(executor, stages.values())
-    quote_env_values(executor)
 
 
-def executor_shape(executor) -> tuple[int, int, int | None, bool]:
-    """(ranks per node, nodes, GPUs per task or None for this machine's, whether the job sees this machine's files)."""
-    if isinstance(executor, run.SlurmExecutor):
-        local_files = isinstance(executor.tunnel, run.LocalTunnel)
-        return executor.ntasks_per_node, executor.nodes, executor.gpus_per_node or 0, local_files
-    if isinstance(executor, run.DockerExecutor):
-        return executor.ntasks_per_node, 1, executor.num_gpus or 0, True
-    if isinstance(executor, run.LocalExecutor):
-        return executor.nproc_per_node(), executor.nnodes(), None, True
-    return 1, 1, None, True
+def announce(stages: dict[str, run.Partial], executor) -> None:
+    """One short line per task before it is submitted (the whole config and script: --dryrun)."""
+    ranks = executor_shape(executor)
+    for name, task in stages.items():
+        log = getattr(task, "log", None)
+        where = f"run folder {Path(log.log_dir) / log.name}" if log is not None else ""
+        console.print(
+            f"{name}: {task.__fn_or_cls__.__name__} on {type(executor).__name__} "
+            f"({ranks[0] * ranks[1]} rank(s)), {where}  (--dryrun shows the full config and submission)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def exit_status(results: dict) -> int:
+    """0 when every task succeeded (or was submitted with --detach), else 1."""
+    return 0 if all(r.state in ("SUCCEEDED", "SUBMITTED") for r in results.values()) else 1
 
 
 class LaunchContext(RunContext):
@@ -284,10 +197,10 @@ class LaunchContext(RunContext):
         if self.dryrun:
             dryrun(self.name, stages, self.executor)
             return
-        run.dryrun_fn(task, executor=self.executor)
+        announce(stages, self.executor)
         if not self._should_continue(self.skip_confirmation):
             return
-        sys.exit(run_stages(self.name, stages, self.executor, direct=self.direct, detach=self.detach))
+        sys.exit(exit_status(run_stages(self.name, stages, self.executor, direct=self.direct, detach=self.detach)))
 
     def _execute_sweep(self, fn, task_args):
         """One task per combination of the axes' values, run side by side as one experiment; then a table of the
@@ -313,10 +226,10 @@ class LaunchContext(RunContext):
         console.print(f"sweep {self.name}: {len(stages)} tasks over {', '.join(keys)}; runs in {out}")
         if not self._should_continue(self.skip_confirmation):
             return
-        status = run_stages(self.name, stages, self.executor, direct=self.direct, detach=self.detach, sequential=False)
+        results = run_stages(self.name, stages, self.executor, direct=self.direct, detach=self.detach, sequential=False)
         if not self.detach:
             sweep_table(out, keys, dict(zip(stages, combos, strict=True)))
-        sys.exit(status)
+        sys.exit(exit_status(results))
 
 
 def split_sweep(args: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
@@ -439,9 +352,10 @@ def pipeline(
     if dryrun_:
         dryrun(name, stages, executor)
         return
+    announce(stages, executor)
     if not yes and not typer.confirm("Launch the pipeline?"):
         return
-    sys.exit(run_stages(name, stages, executor, direct=direct, detach=detach))
+    sys.exit(exit_status(run_stages(name, stages, executor, direct=direct, detach=detach)))
 
 
 def load_experiment(experiment_id: str) -> run.Experiment:
@@ -454,23 +368,76 @@ def load_experiment(experiment_id: str) -> run.Experiment:
         )
 
 
+def pick_jobs(exp: run.Experiment, task: str | None) -> list:
+    jobs = [job for job in exp.jobs if task in (None, job.id)]
+    if not jobs:
+        fail(f"experiment {exp._id} has no task {task!r} (its tasks: {', '.join(job.id for job in exp.jobs)})")
+    return jobs
+
+
+def task_states(exp: run.Experiment) -> dict[str, str]:
+    """Each task's state in the experiment's order. NeMo-Run's local scheduler forgets its jobs when the launcher
+    exits, and answers RUNNING for a job that was killed with it: a local job whose process is gone is FAILED,
+    unless its log ends with its result (then it SUCCEEDED)."""
+    reported = exp.status(return_dict=True) or {}
+    states = {}
+    for job in exp.jobs:
+        state = str(reported.get(job.id, {}).get("status", "UNKNOWN")).split(".")[-1]
+        if isinstance(job.executor, run.LocalExecutor) and state in ("RUNNING", "PENDING", "UNKNOWN", "SUBMITTED"):
+            if not local_job_alive(Path(job.executor.job_dir)):
+                _, files = job_files(job.executor)
+                state = "SUCCEEDED" if job_summary(Path(job.executor.job_dir), files) else "FAILED"
+        states[job.id] = state
+    return states
+
+
+def local_job_alive(job_dir: Path) -> bool:
+    """A process of this machine runs the job (its command line names the job directory's config)."""
+    needle = str(job_dir).encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle in cmdline.read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
 @app.command("list")
 def list_experiments(title: str = typer.Argument("", help="only experiments with this title")):
-    """List the experiments NeMo-Run recorded (newest last), with their tasks' job directories."""
+    """List the experiments NeMo-Run recorded, oldest first: id, state of each task, start time, duration, folder."""
+    from datetime import datetime
+
     home = Path(run.config.get_nemorun_home()) / "experiments"
     titles = [title] if title else sorted(p.name for p in home.iterdir() if p.is_dir()) if home.is_dir() else []
+    rows = []
     for t in titles:
         for experiment_id in run.Experiment.catalog(t):
-            console.print(f"{experiment_id}  {home / t / experiment_id}", highlight=False, soft_wrap=True)
+            folder = home / t / experiment_id
+            started = datetime.fromtimestamp(int(experiment_id.rpartition("_")[2]) / 1e9)
+            done = folder / run.Experiment._DONE_FILE
+            took = f"{done.stat().st_mtime - started.timestamp():.0f} s" if done.exists() else "-"
+            try:
+                states = ", ".join(f"{k} {v}" for k, v in task_states(run.Experiment.from_id(experiment_id)).items())
+            except Exception as e:  # an experiment folder NeMo-Run cannot load any more
+                states = f"unreadable ({type(e).__name__})"
+            rows.append(
+                (started, f"{experiment_id}  {states}  started {started:%Y-%m-%d %H:%M:%S}  took {took}  {folder}")
+            )
+    for _, line in sorted(rows):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()
 def status(experiment_id: str):
-    """Each task's state, executor and job directory."""
+    """Each task's state, job id and job directory, in the experiment's order."""
     exp = load_experiment(experiment_id)
-    for name, info in (exp.status(return_dict=True) or {}).items():
+    reported = exp.status(return_dict=True) or {}
+    for name, state in task_states(exp).items():
+        job = next(j for j in exp.jobs if j.id == name)
+        where = job_location(job.executor)
         console.print(
-            f"{name}: {info['status']}  job id: {info['job_id']}  job dir: {info['local_dir']}",
+            f"{name}: {state}  job id: {reported.get(name, {}).get('job_id')}  job dir: {where}",
             highlight=False,
             soft_wrap=True,
         )
@@ -478,25 +445,25 @@ def status(experiment_id: str):
 
 @app.command()
 def logs(experiment_id: str, task: str = typer.Argument(None, help="a task name (default: every task)")):
-    """Print a task's log."""
+    """Print a task's log (read through the SSH tunnel for a remote cluster)."""
     exp = load_experiment(experiment_id)
-    for job in exp.jobs:
-        if task in (None, job.id):
-            logs = task_logs(Path(job.executor.job_dir))
-            if not logs:  # a remote job (SSH tunnel): ask the executor
-                exp.logs(job.id)
-            for log in logs:
-                console.print(f"[bold cyan]== {job.id}: {log}[/bold cyan]", soft_wrap=True)
-                print(log.read_text(errors="replace"), end="")
+    for job in pick_jobs(exp, task):
+        where, files = job_files(job.executor)
+        found = logs_of(files)
+        if not found:
+            console.print(f"{job.id}: no log yet under {where}", highlight=False, soft_wrap=True)
+        for path, text in found.items():
+            console.print(f"[bold cyan]== {job.id}: {path}[/bold cyan]", soft_wrap=True)
+            print(text, end="")
 
 
 @app.command()
 def cancel(experiment_id: str, task: str = typer.Argument(None, help="a task name (default: every task)")):
     """Cancel the experiment's tasks that are still queued or running."""
     exp = load_experiment(experiment_id)
-    for job in exp.jobs:
-        if task in (None, job.id):
-            exp.cancel(job.id)
+    for job in pick_jobs(exp, task):
+        exp.cancel(job.id)
+        console.print(f"{job.id}: cancel requested", highlight=False)
 
 
 @app.command("compare")

@@ -1,9 +1,24 @@
 """``train`` and ``predict``: the functions recipes point at. Read top to bottom, this is the whole run."""
 
 import json
+import time
 from pathlib import Path
 
 from megatron_mnist.builders import Adam
+from megatron_mnist.run_dirs import renamed_from
+
+RESULT_MARK = "megatron_mnist result: "  # the launcher reads this line from the job's log for its summary
+
+
+def print_result(trainer, **fields) -> None:
+    """One line for the launcher's summary (``megatron_mnist.submission.job_summary``), from global rank 0."""
+    if trainer.is_global_zero:
+        print(RESULT_MARK + json.dumps(fields), flush=True)
+
+
+def _metric(trainer, name: str):
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else float(value)
 
 
 def freeze_heap() -> None:
@@ -17,6 +32,34 @@ def freeze_heap() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def tidy_run_dir(trainer, run_dir: Path) -> None:
+    """What a run leaves beyond its history: checkpoints that the checkpoint callback no longer tracks (a top-k
+    checkpoint of a killed run, superseded after its resume), and the empty CSV version and TensorBoard file of a
+    rerun that had nothing left to train."""
+    import shutil
+
+    callback = trainer.checkpoint_callback
+    folder = run_dir / "checkpoints"
+    if callback is not None and folder.is_dir():
+        tracked = {Path(p).name.removesuffix(".ckpt") for p in [*callback.best_k_models, callback.last_model_path] if p}
+        for path in folder.iterdir():
+            stem = path.name.removesuffix(".ckpt").removesuffix("-unfinished")
+            if tracked and stem.startswith("step=") and stem not in tracked:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for logger in trainer.loggers:
+        csv_file = Path(getattr(logger, "log_dir", "") or "") / "metrics.csv"
+        if type(logger).__name__ == "CSVLogger" and not (
+            csv_file.is_file() and len(csv_file.read_text().splitlines()) > 1
+        ):
+            shutil.rmtree(csv_file.parent, ignore_errors=True)  # this invocation logged nothing
+            for events in (run_dir / "tb_logs").glob("**/events.out.tfevents.*"):
+                if events.stat().st_mtime >= _TRAIN_STARTED and events.stat().st_size < 1024:
+                    events.unlink()
+
+
+_TRAIN_STARTED = 0.0
 
 
 def train(model, data, trainer, optim: Adam, log, resume, seed: int = 1234) -> str:
@@ -37,6 +80,8 @@ def train(model, data, trainer, optim: Adam, log, resume, seed: int = 1234) -> s
         # imports inside fit(). Import it with the rest of the stack instead.
         import nemo.collections.llm  # noqa: F401
 
+    global _TRAIN_STARTED
+    _TRAIN_STARTED = time.time()
     pl.seed_everything(seed, workers=True)
     module = MNISTLightningModule(model, optim=optim.module(megatron=megatron))
     app_state = log.setup(trainer, resume_if_exists=resume.resume_if_exists)
@@ -46,6 +91,17 @@ def train(model, data, trainer, optim: Adam, log, resume, seed: int = 1234) -> s
     resume.setup(trainer, module)
     freeze_heap()
     trainer.fit(module, data)
+    run_dir = Path(app_state.log_dir).resolve()
+    if trainer.is_global_zero:
+        tidy_run_dir(trainer, run_dir)
+    print_result(
+        trainer,
+        run_dir=str(run_dir),
+        step=trainer.global_step,
+        train_loss=_metric(trainer, "train_loss"),
+        val_loss=_metric(trainer, "val_loss"),
+        renamed_from=renamed_from(run_dir),
+    )
     return str(app_state.log_dir)
 
 
@@ -106,13 +162,25 @@ def predict(model, data, trainer, log, output: str = "predictions.pt", report: b
         metrics["accuracy"] = correct.float().mean().item()
         print(f"held-out accuracy: {metrics['accuracy']:.4f} on {metrics['num_digits']} digits")
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    index = None
     if report:
         # the runs beside this one: in a pipeline's folder, its pretrain and finetune. The predictions are written
         # already; a report that cannot be made (matplotlib missing included) is a warning, not a failed job.
         try:
             from megatron_mnist.report import write_report
 
-            print(f"report: {write_report(run_dir.parent, run_dir / 'report')}")
+            index = write_report(run_dir.parent, run_dir / "report")
+            print(f"report: {index}")
         except Exception as e:
             print(f"WARNING: no report: {type(e).__name__}: {e} (python launch.py report {run_dir.parent})")
+    run_dir = run_dir.resolve()
+    print_result(
+        trainer,
+        run_dir=str(run_dir),
+        predictions=str(run_dir / output),
+        num_digits=metrics["num_digits"],
+        accuracy=metrics.get("accuracy"),
+        report=str(Path(index).resolve()) if index else None,
+        renamed_from=renamed_from(run_dir),
+    )
     return str(run_dir / output)

@@ -72,6 +72,13 @@ def load_initial_weights(model: nn.Module, path: str | Path, skip_prefixes: list
     if wrong:
         raise CheckpointError(f"checkpoint {path} does not fit this model: shapes differ: {'; '.join(wrong)}")
     model.load_state_dict({k: weights[k].to(v.dtype) for k, v in to_load.items()}, strict=False)
+    fresh = sorted(k for k in own if k not in to_load)
+    # NeMo's resume logs "Training from scratch" when the run has no checkpoint of its own; say what was loaded
+    print(
+        f"initial weights: {len(to_load)} tensors from {path}"
+        + (f"; started fresh: {', '.join(fresh)}" if fresh else ""),
+        flush=True,
+    )
 
 
 class Resume(AutoResume):

@@ -191,6 +191,9 @@ def slurm(
 
 
 FACTORIES = {"local": local, "docker": docker, "slurm": slurm}
+# NeMo-Run's --help lists the factories of Executor, LocalExecutor, SlurmExecutor and SkypilotExecutor only: list
+# docker there too (under the base type), so that a recipe's --help names every executor this package offers
+run.cli.factory(docker.wrapped, target=run.Executor, name="docker")
 
 
 def mount_recipe_paths(executor, recipes) -> None:

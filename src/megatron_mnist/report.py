@@ -38,7 +38,8 @@ def final_numbers(run: Path) -> dict[str, float]:
     numbers = {}
     for column in ("train_loss", "val_loss"):
         if values := logged(run, column):
-            numbers[f"final {column}"], numbers["step"] = values[-1][1], values[-1][0]
+            # steps done, as the console summary and CPU checkpoint names count them (CSV rows count from 0)
+            numbers[f"final {column}"], numbers["steps"] = values[-1][1], values[-1][0] + 1
     return numbers
 
 
@@ -97,7 +98,11 @@ def plot_reconstructions(images: torch.Tensor, rebuilt: torch.Tensor, labels: to
 def plot_embedding(z: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
     fig = plt.figure(figsize=(6, 5))
     ax = fig.add_subplot(projection="3d")
-    points = ax.scatter(z[:, 0], z[:, 1], z[:, 2], c=labels, cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
+    # drawn in a shuffled order, half transparent: drawn digit by digit, the last digits' clusters hid the others
+    # (digit 1's sits inside them)
+    order = torch.randperm(len(z), generator=torch.Generator().manual_seed(0))
+    z, labels = z[order], labels[order]
+    points = ax.scatter(z[:, 0], z[:, 1], z[:, 2], c=labels, cmap="tab10", s=4, vmin=-0.5, vmax=9.5, alpha=0.5)
     fig.colorbar(points, ax=ax, ticks=range(10), label="digit", shrink=0.7)
     ax.set_title("3-d embedding of the held-out digits")
     fig.tight_layout()

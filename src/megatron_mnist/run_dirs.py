@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 _held: dict[Path, int] = {}  # run dirs this process has claimed -> their lock's descriptor, open while it lives
+_asked: dict[Path, Path] = {}  # run dirs taken as NAME-N -> the NAME folder that a live run held
 LAUNCH_VARS = ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_ID", "SLURM_STEP_ID",
                "SLURM_RESTART_COUNT")  # fmt: skip
 
@@ -49,6 +50,7 @@ def claim_run_dir(log_dir: str, name: str, wait_s: float = 300) -> str:
         os.pwrite(fd, launch_key().encode(), 0)
         _held[run_dir] = fd
         if n > 1:
+            _asked[run_dir] = (Path(log_dir) / name).resolve()
             print(f"{Path(log_dir) / name} is in use by a running job: this run writes {run_dir}")
         return str(run_dir)
     raise RuntimeError(f"no free run directory for {name!r} in {log_dir}")
@@ -77,3 +79,9 @@ def _is_locked(lock: Path) -> bool:
     finally:
         os.close(fd)  # closing drops the probe's own lock, if it got one
     return False
+
+
+def renamed_from(run_dir: str | Path) -> str | None:
+    """The folder this process asked for when a live run held it and ``run_dir`` (``NAME-N``) was taken instead."""
+    asked = _asked.get(Path(run_dir).resolve())
+    return str(asked) if asked else None

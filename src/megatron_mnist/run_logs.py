@@ -11,10 +11,28 @@ def rows(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
         return [(int(float(r["step"])), float(r[column])) for r in csv.DictReader(f) if r.get(column)]
 
 
+def versions(run_dir: Path) -> list[Path]:
+    return sorted(Path(run_dir).glob("csv_logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+
+
 def logged(run_dir: Path, column: str) -> list[tuple[int, float]]:
-    """(step, value) rows of ``column`` over all of the run's CSV versions, in the order they were written."""
-    versions = sorted(Path(run_dir).glob("csv_logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
-    return [row for path in versions for row in rows(path, column)]
+    """(step, value) rows of ``column`` over the run's CSV versions merged into one history: one row per step.
+
+    A resumed run (a later version) restarts at its checkpoint: the rows an earlier version logged from that step on
+    were lost work, and the resumed run's replace them. A validation at a step before that point keeps its first
+    value (Lightning validates again at the step it resumes from, on a fresh validation shuffle).
+    """
+    merged: dict[int, float] = {}
+    for path in versions(run_dir):
+        new = rows(path, column)
+        trained = rows(path, "train_loss")
+        start = trained[0][0] if trained else (new[0][0] if new else None)
+        if start is None:
+            continue
+        merged = {step: value for step, value in merged.items() if step < start}
+        for step, value in new:
+            merged.setdefault(step, value)
+    return sorted(merged.items())
 
 
 def compare(run_a: Path, run_b: Path, column: str = "train_loss") -> tuple[bool, str]:

@@ -119,6 +119,11 @@ def test_slurm_over_an_ssh_tunnel(slurm, ssh_key, tmp_path):
     run_dirs = list(remote.glob("**/code/runs/pretrain"))  # rsynced to the "login node", run there
     assert len(run_dirs) == 1
     assert_trained(run_dirs[0])
+    # the console names the job directory on the cluster, and the run's summary read from there
+    assert f"pretrain: SUCCEEDED  job dir: 127.0.0.1:{remote}/" in result.stdout, result.stdout[-3000:]
+    assert f"  run: {run_dirs[0]}  steps: 20" in result.stdout
+    logs = launch("logs", experiment_id_of(result.stdout))  # read through the tunnel
+    assert logs.returncode == 0 and "max_steps=20` reached" in logs.stdout, logs.stdout[-2000:] + logs.stderr[-2000:]
 
 
 def test_docker_runs_the_recipe_with_checkpoint_and_logs_on_the_host(docker):
@@ -163,6 +168,9 @@ def test_slurm_dryrun_prints_the_sbatch_script_with_the_gpu_request(slurm):
     ):
         assert line in result.stdout, line
     assert "code: megatron_mnist at" in result.stdout
+    # the script as sbatch gets it, not wrapped to a terminal's width (stdout is a pipe here)
+    srun = [line for line in result.stdout.splitlines() if line.startswith("srun --output")]
+    assert len(srun) == 1 and "fdl_runner" in srun[0] and "--kill-on-bad-exit=1" in srun[0], result.stdout[-3000:]
     assert squeue_ids() == before
     print(f"slurm dry run: {elapsed:.1f} s")
 

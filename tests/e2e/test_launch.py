@@ -1,8 +1,11 @@
 """launch.py as a user runs it: a subprocess, jobs through NeMo-Run's LocalExecutor."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +53,8 @@ def test_help_lists_the_recipes_and_their_knobs():
     assert top.returncode == 0 and all(name in top.stdout for name in ("pretrain", "finetune", "predict", "pipeline"))
     sub = launch("pretrain", "--help")
     assert sub.returncode == 0 and "max_steps" in sub.stdout and "--dryrun" in sub.stdout
+    executors = sub.stdout.split("Registered executors")[1]
+    assert all(name in executors for name in ("local", "docker", "slurm"))
 
 
 def test_local_executor_trains_then_resumes_the_same_run(tmp_path):
@@ -83,8 +88,14 @@ def test_pipeline_runs_all_three_stages(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:]
     for stage in ("pretrain", "finetune", "predict"):
         assert f"{stage}: SUCCEEDED" in result.stdout
+        assert f"  run: {tmp_path / 'pipeline' / stage}" in result.stdout  # the summary of each run, on the console
     assert (tmp_path / "pipeline" / "predict" / "predictions.pt").is_file()
-    assert (tmp_path / "pipeline" / "predict" / "metrics.json").is_file()
+    metrics = json.loads((tmp_path / "pipeline" / "predict" / "metrics.json").read_text())
+    assert f"held-out accuracy {metrics['accuracy']:.4f} on 2000 digits" in result.stdout
+    assert f"report: {tmp_path / 'pipeline' / 'predict' / 'report' / 'index.html'}" in result.stdout
+    final_val = logged(tmp_path / "pipeline" / "pretrain", "val_loss")[-1][1]
+    assert "steps: 100  train_loss" in result.stdout and f"val_loss {final_val:.4f}" in result.stdout
+    assert "nemo experiment status" not in result.stdout  # NeMo-Run's hints for a CLI this package does not use
 
 
 def test_a_recipe_exported_to_yaml_runs_and_trains_the_same(tmp_path):
@@ -103,3 +114,31 @@ def test_a_recipe_exported_to_yaml_runs_and_trains_the_same(tmp_path):
     assert len(from_yaml) == 12 and from_yaml == from_cli  # bit for bit
     wrong = launch("predict", "--yaml", str(recipe), "--yes")
     assert wrong.returncode == 2 and "not a recipe of megatron_mnist.api.predict" in wrong.stderr
+
+
+def test_a_killed_local_job_is_failed_and_bad_task_names_are_one_line(tmp_path):
+    import psutil
+
+    title = f"killme{os.getpid()}"
+    args = ["pretrain", "--name", title, f"log.log_dir={tmp_path}", "trainer.max_steps=100000", "--yes"]
+    job = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.time() + 300
+    while not list(tmp_path.glob("pretrain/csv_logs/version_0/metrics.csv")) and time.time() < deadline:
+        time.sleep(0.2)
+    tree = psutil.Process(job.pid).children(recursive=True) + [psutil.Process(job.pid)]
+    for process in tree:  # the launcher and its job (NeMo-Run's local scheduler gives the job its own session)
+        process.send_signal(signal.SIGKILL)
+    psutil.wait_procs(tree, timeout=30)
+    listed = launch("list", title)
+    assert listed.returncode == 0 and title in listed.stdout, listed.stderr[-2000:]
+    experiment = listed.stdout.split()[0]
+    status = launch("status", experiment)
+    # the task is named after the experiment (--name)
+    assert status.returncode == 0 and f"{title}: FAILED" in status.stdout, status.stdout + status.stderr[-2000:]
+    assert f"{title} FAILED" in listed.stdout and "started 20" in listed.stdout
+    for command in ("logs", "cancel"):
+        wrong = launch(command, experiment, "nosuch")
+        assert wrong.returncode == 2, wrong.stdout + wrong.stderr
+        assert f"experiment {experiment} has no task 'nosuch' (its tasks: {title})" in wrong.stderr
+    assert f"== {title}:" in launch("logs", experiment, title).stdout

@@ -69,6 +69,10 @@ def test_sigkill_then_the_same_command_resumes_bit_for_bit(tmp_path):
     # is there, NeMo's unfinished mark too), else the one at 20 or later
     assert first_resumed_step in (10, 20, 30, 40, 50)
     assert resumed_rows == train_losses_after(straight / "r", first_resumed_step - 1)  # exact floats
+    # the checkpoints the callback tracks, nothing stale from the killed run: the last and the best (each a file
+    # and its context folder)
+    assert len(list((killed / "r").glob("checkpoints/step=*.ckpt"))) == 2
+    assert len(list((killed / "r").glob("checkpoints/*-last.ckpt"))) == 1
     a, b = final_weights(straight / "r"), final_weights(killed / "r")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     print(f"killed after step {killed_at}, resumed at step {first_resumed_step}; losses and weights identical")
@@ -98,11 +102,15 @@ def test_two_runs_of_one_name_at_once_get_separate_directories(tmp_path):
     deadline = time.time() + 300
     while not (tmp_path / "r" / "csv_logs").exists() and time.time() < deadline:
         time.sleep(0.05)  # the first run has claimed r/ and is training
-    second = subprocess.run(command(tmp_path, steps=30), capture_output=True, text=True, timeout=600)
+    # the second through the local executor, as a user runs it: the launcher's console says where it went
+    second_command = [arg for arg in command(tmp_path, steps=30) if arg != "--direct"]
+    second = subprocess.run(
+        second_command, capture_output=True, text=True, timeout=600, env=dict(os.environ, COLUMNS="250")
+    )
     first_out, _ = first.communicate(timeout=600)
     assert first.returncode == 0 and second.returncode == 0, first_out[-2000:] + second.stderr[-2000:]
     # the second found r/ held by the first, still running: they overlapped
-    assert f"is in use by a running job: this run writes {tmp_path / 'r-2'}" in second.stdout
+    assert f"note: {tmp_path / 'r'} was in use by a running job, so this run wrote {tmp_path / 'r-2'}" in second.stdout
     for run, steps in (("r", 1500), ("r-2", 30)):  # each a whole run of its own, its own last checkpoint
         assert [step for step, _ in logged(tmp_path / run, "train_loss")] == list(range(steps))
         assert len(list((tmp_path / run).glob("checkpoints/*-last.ckpt"))) == 1
@@ -115,4 +123,6 @@ def test_running_a_finished_run_again_changes_nothing(tmp_path):
     again = subprocess.run(command(tmp_path, steps=20), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert [step for step, _ in logged(tmp_path / "r", "train_loss")] == list(range(20))  # no step trained twice
+    assert [p.name for p in (tmp_path / "r" / "csv_logs").iterdir()] == ["version_0"]  # and no empty log added
+    assert len(list((tmp_path / "r").glob("tb_logs/**/events.out.tfevents.*"))) == 1
     assert all(torch.equal(weights[k], v) for k, v in final_weights(tmp_path / "r").items())

@@ -35,3 +35,28 @@ def test_gpu_runs_float_step_column_reads_as_integers(tmp_path):
     path.write_text("epoch,global_step,step,train_loss,val_loss\n0,4.0,4.0,0.11,\n0,49.0,49.0,,0.06\n")
     assert logged(tmp_path / "g", "train_loss") == [(4, 0.11)]
     assert logged(tmp_path / "g", "val_loss") == [(49, 0.06)]
+
+
+def write_version(run_dir, n, train_steps, val_steps, offset=0.0):
+    folder = run_dir / "csv_logs" / f"version_{n}"
+    folder.mkdir(parents=True)
+    lines = ["step,train_loss,val_loss"]
+    for step in train_steps:
+        lines.append(f"{step},{1 / (step + 1) + offset},")
+        if step in val_steps:
+            lines.append(f"{step},,{2 / (step + 1) + offset}")
+    for step in set(val_steps) - set(train_steps):  # a validation at the step a resumed run starts from
+        lines.insert(1, f"{step},,{2 / (step + 1) + offset}")
+    (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_a_resumed_run_reads_as_one_history(tmp_path):
+    # killed after step 184 (checkpoint after step 149), resumed at 150: it validates again at 149 (another value)
+    write_version(tmp_path, 0, range(185), {49, 99, 149})
+    write_version(tmp_path, 1, range(150, 300), {149, 199, 249, 299}, offset=0.5)
+    train = logged(tmp_path, "train_loss")
+    assert [s for s, _ in train] == list(range(300))  # one row per step
+    assert dict(train)[100] == 1 / 101 and dict(train)[160] == 1 / 161 + 0.5  # the resumed run's rows from 150 on
+    val = logged(tmp_path, "val_loss")
+    assert [s for s, _ in val] == [49, 99, 149, 199, 249, 299]
+    assert dict(val)[149] == 2 / 150  # the validation the uninterrupted run made, not its repeat

@@ -1,0 +1,313 @@
+"""Submitting recipes: the one flow behind ``launch.py`` and the Python API — the checks, the experiment, each task's
+final state, the log tail of a failed task and a summary of each run.
+
+    from megatron_mnist import submit
+    results = submit(recipe, executor=run.LocalExecutor(), name="try1")   # raises TaskFailed if a task failed
+
+Runs where the user types: imports NeMo-Run, never the training stack.
+"""
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fiddle as fdl
+import nemo_run as run
+from rich.console import Console
+from torchx.specs import AppState
+
+from megatron_mnist import executors
+from megatron_mnist.api import RESULT_MARK
+from megatron_mnist.executor_fields import quote_env_values
+from megatron_mnist.preflight import PreflightError, check_executor, check_executor_fields, check_name
+from megatron_mnist.recipe_checks import RecipeError, check_recipe, check_run_name
+
+console = Console()
+LOG_TAIL_LINES = 40
+CONTAINER_JOB_DIR = "/nemo_run"  # where NeMo-Run mounts the job directory in a Docker container
+
+
+class SubmissionError(ValueError):
+    """Found before anything was submitted: one line naming the value and what was expected."""
+
+
+@dataclass
+class TaskResult:
+    name: str
+    state: str  # torchx's AppState name: SUCCEEDED, FAILED, CANCELLED, ...
+    job_dir: Path
+    exit_code: int | None = None
+    summary: dict = field(default_factory=dict)  # what the job reported at its end (run dir, losses, accuracy)
+    where: str = ""  # the job directory as the user reaches it (HOST:PATH through an SSH tunnel)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "SUCCEEDED"
+
+
+class TaskFailed(RuntimeError):
+    """A task of a submission did not succeed; ``results`` holds every task's :class:`TaskResult`."""
+
+    def __init__(self, results: dict[str, TaskResult]):
+        self.results = results
+        failed = ", ".join(f"{r.name}: {r.state}" for r in results.values() if not r.succeeded)
+        super().__init__(f"{failed} (the log tail is printed above; job dirs: {_job_dirs(results)})")
+
+
+def _job_dirs(results: dict[str, TaskResult]) -> str:
+    return ", ".join(str(r.job_dir) for r in results.values() if not r.succeeded)
+
+
+def submit(
+    recipe: run.Partial,
+    executor=None,
+    name: str | None = None,
+    detach: bool = False,
+    skip_checks: bool = False,
+) -> dict[str, TaskResult]:
+    """Check and run one recipe as a NeMo-Run experiment, as ``launch.py`` does; wait for it (unless ``detach``).
+
+    Returns each task's result; raises :class:`SubmissionError` for bad input (nothing submitted) and
+    :class:`TaskFailed` when a task did not succeed. ``executor`` defaults to this package's local executor.
+    Call it under ``if __name__ == "__main__":`` — the job imports your script's module again.
+    """
+    executor = executor if executor is not None else fdl.build(executors.local())
+    name = name or getattr(getattr(recipe, "log", None), "name", None) or "run"
+    stages = {name: recipe}
+    prepare(name, executor, stages, skip_checks=skip_checks)
+    results = run_stages(name, stages, executor, detach=detach)
+    if any(not r.succeeded for r in results.values()) and not detach:
+        raise TaskFailed(results)
+    return results
+
+
+def prepare(name: str, executor, stages: dict[str, run.Partial], skip_checks: bool = False) -> None:
+    """Before every submission, dry run and ``check``: what the job could not run safely, then (unless
+    ``skip_checks``) everything else that can be known before submitting; the first problem raises
+    :class:`SubmissionError`, before anything is created. Then the executor gets what the recipes need: Docker mounts
+    for their absolute paths, Slurm's environment values quoted."""
+    try:
+        # never skipped: names become folders and job names, executor fields reach scripts and command lines
+        check_name(name, "--name")
+        for task in stages.values():
+            check_run_name(task)
+        if executor is not None:
+            check_executor_fields(executor)
+        if not skip_checks:
+            per_node, nodes, gpus, local_files = executor_shape(executor)
+            for index, task in enumerate(stages.values()):
+                # a later pipeline stage starts from files an earlier one has yet to write
+                check_recipe(task, ranks=(per_node, nodes), executor_gpus=gpus, check_paths=local_files and index == 0)
+            check_executor(executor)
+    except (PreflightError, RecipeError) as e:
+        raise SubmissionError(str(e)) from None
+    executors.mount_recipe_paths(executor, stages.values())
+    quote_env_values(executor)
+
+
+def executor_shape(executor) -> tuple[int, int, int | None, bool]:
+    """(ranks per node, nodes, GPUs per task or None for this machine's, whether the job sees this machine's files)."""
+    if isinstance(executor, run.SlurmExecutor):
+        local_files = isinstance(executor.tunnel, run.LocalTunnel)
+        return executor.ntasks_per_node, executor.nodes, executor.gpus_per_node or 0, local_files
+    if isinstance(executor, run.DockerExecutor):
+        return executor.ntasks_per_node, 1, executor.num_gpus or 0, True
+    if isinstance(executor, run.LocalExecutor):
+        return executor.nproc_per_node(), executor.nnodes(), None, True
+    return 1, 1, None, True
+
+
+def run_stages(
+    title: str,
+    stages: dict[str, run.Partial],
+    executor,
+    direct: bool = False,
+    detach: bool = False,
+    sequential: bool = True,
+) -> dict[str, TaskResult]:
+    """Run the stages in order as one NeMo-Run experiment; each task's result, printed with a summary of its run.
+
+    ``run.run`` returns None even when the job failed (NVIDIA-NeMo/Run#289): read each task's state and show the
+    log tail of a failed one.
+    """
+    if direct or executor is None:
+        results = {}
+        for name, task in stages.items():
+            console.print(f"[bold cyan]Running {name} in this process[/bold cyan]")
+            fdl.build(task)()
+            results[name] = TaskResult(name, "SUCCEEDED", Path.cwd())
+        return results
+    with quiet_experiment(title, executor) as exp:
+        for name, task in stages.items():
+            exp.add(task, name=name)
+        # sequential: on Slurm the stages become jobs with afterok dependencies (so a detached pipeline still
+        # chains); elsewhere each starts when the one before has finished. A sweep's tasks run side by side.
+        exp.run(sequential=sequential, detach=detach, tail_logs=False)
+    console.print(f"experiment {exp._id}: {exp._exp_dir}", soft_wrap=True, highlight=False)
+    if detach:
+        console.print(f"submitted; follow it with: python launch.py status {exp._id}")
+        return {job.id: TaskResult(job.id, "SUBMITTED", Path(job.executor.job_dir)) for job in exp.jobs}
+    # Leaving the `with` waits for the jobs; Job.state then holds what they ended with (asking the local
+    # scheduler afterwards can answer RUNNING or UNKNOWN).
+    results, read = {}, {}
+    for job in exp.jobs:
+        where, files = read[job.id] = job_files(job.executor)
+        state = settled_state(job.state, files)
+        code = exit_code(files) if state != AppState.SUCCEEDED else None
+        job_dir = Path(job.executor.job_dir)
+        results[job.id] = TaskResult(job.id, state.name, job_dir, code, job_summary(job_dir, files), where)
+    for result in results.values():
+        status = result.state if result.exit_code is None else f"{result.state} (exit code {result.exit_code})"
+        console.print(f"{result.name}: {status}  job dir: {result.where}", soft_wrap=True, highlight=False)
+        for line in summary_lines(result.summary):
+            console.print(f"  {line}", soft_wrap=True, highlight=False)
+    for result in results.values():
+        if not result.succeeded:
+            show_log_tail(result.name, *read[result.name])
+    return results
+
+
+def quiet_experiment(title: str, executor) -> run.Experiment:
+    """A NeMo-Run experiment without its status table at exit and its goodbye hints (a `nemo experiment` CLI this
+    package does not use): the launcher prints each task's state and run summary itself."""
+    return run.Experiment(title, executor=executor, enable_goodbye_message=False, skip_status_at_exit=True)
+
+
+def settled_state(state: AppState, files: dict[str, str]) -> AppState:
+    """The job's state, corrected by the exit status its executor wrote down: NeMo-Run's Docker monitor can lose a
+    container that exited 0 (seen once in CI under load) and answer a state other than SUCCEEDED."""
+    return AppState.SUCCEEDED if state != AppState.SUCCEEDED and exit_code(files) == 0 else state
+
+
+LOG_PATTERNS = ("log*.out", "stderr.log", "stdout.log")  # Slurm log-*.out, Docker log_*.out, the local scheduler's
+STATUS_PATTERNS = ("status_*.out", "sbatch_*.out")  # Docker's exit status file, the Slurm script's own output
+FILE_MARK = "==> megatron_mnist file: "
+
+
+def remote_job_dir(executor) -> str:
+    """The task's folder on the login node: NeMo-Run's layout there is TUNNEL_JOB_DIR/TITLE/ID/TASK."""
+    return f"{executor.tunnel.job_dir}/{Path(executor.job_dir).name}"
+
+
+def job_location(executor) -> str:
+    """The task's job directory as the user reaches it: HOST:PATH behind an SSH tunnel, else the local path."""
+    if isinstance(getattr(executor, "tunnel", None), run.SSHTunnel):
+        return f"{executor.tunnel.host}:{remote_job_dir(executor)}"
+    return str(executor.job_dir)
+
+
+def job_files(executor) -> tuple[str, dict[str, str]]:
+    """Where a task's files are (shown to the user) and its logs and status files by path, read where they are: in
+    the job directory here, or on the login node through the SSH tunnel."""
+    job_dir = Path(executor.job_dir)
+    tunnel = getattr(executor, "tunnel", None)
+    if isinstance(tunnel, run.SSHTunnel):
+        remote = remote_job_dir(executor)
+        names = " -o ".join(f"-name '{p}'" for p in LOG_PATTERNS + STATUS_PATTERNS)
+        command = (
+            f"find {shlex.quote(remote)} -maxdepth 3 \\( {names} \\) -size +0 2>/dev/null | sort | "
+            f'while read -r f; do echo "{FILE_MARK}$f"; cat "$f"; done'
+        )
+        try:
+            tunnel.connect()
+            text = tunnel.run(command, hide=True, warn=True).stdout
+        except Exception as e:  # unreachable login node: say so, keep going
+            return f"{job_location(executor)} (unreachable: {str(e).splitlines()[0] if str(e) else e})", {}
+        files, current = {}, None
+        for line in text.splitlines(keepends=True):
+            if line.startswith(FILE_MARK):
+                current = line[len(FILE_MARK) :].strip()
+                files[current] = ""
+            elif current is not None:
+                files[current] += line
+        return job_location(executor), files
+    found = {}
+    for pattern in LOG_PATTERNS + STATUS_PATTERNS:
+        for path in sorted(job_dir.glob(f"**/{pattern}")) if job_dir.is_dir() else []:
+            if path.stat().st_size:
+                found[str(path)] = path.read_text(errors="replace")
+    return str(job_dir), found
+
+
+def logs_of(files: dict[str, str]) -> dict[str, str]:
+    return {p: t for p, t in files.items() if any(Path(p).match(pattern) for pattern in LOG_PATTERNS)}
+
+
+def exit_code(files: dict[str, str]) -> int | None:
+    """The task's exit status where its executor writes it down: Docker's status file, the Slurm script's log."""
+    for path, text in files.items():
+        if Path(path).match("status_*.out"):
+            return int(json.loads(text)["exit_code"])
+    for path, text in files.items():
+        if Path(path).match("sbatch_*.out") and (found := re.findall(r"^job exited with code (\d+)$", text, re.M)):
+            return int(found[-1])
+    return None
+
+
+def show_log_tail(name: str, where: str, files: dict[str, str]) -> None:
+    logs = logs_of(files)
+    if not logs:
+        console.print(f"[bold red]{name} failed; no log found under {where}[/bold red]", soft_wrap=True)
+        return
+    path, text = next(iter(logs.items()))
+    lines = text.splitlines()[-LOG_TAIL_LINES:]
+    console.print(f"[bold red]{name} failed; last {len(lines)} lines of {path}:[/bold red]", soft_wrap=True)
+    print("\n".join(lines))
+
+
+def job_summary(job_dir: Path, files: dict[str, str]) -> dict:
+    """What the job reported at its end (its last result line), with paths inside a container mapped to the host."""
+    found = {}
+    for text in logs_of(files).values():
+        for line in text.splitlines():
+            if RESULT_MARK in line:
+                try:
+                    found = json.loads(line.split(RESULT_MARK, 1)[1])
+                except json.JSONDecodeError:
+                    continue
+    for key, value in found.items():
+        if isinstance(value, str) and (value == CONTAINER_JOB_DIR or value.startswith(CONTAINER_JOB_DIR + "/")):
+            found[key] = str(job_dir) + value[len(CONTAINER_JOB_DIR) :]
+    return found
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The console's account of one finished run."""
+    if not summary:
+        return []
+    parts = [f"run: {summary['run_dir']}"]
+    if "step" in summary:
+        parts.append(f"steps: {summary['step']}")
+    for key in ("train_loss", "val_loss"):
+        if summary.get(key) is not None:
+            parts.append(f"{key} {summary[key]:.4f}")
+    if summary.get("accuracy") is not None:
+        parts.append(f"held-out accuracy {summary['accuracy']:.4f} on {summary['num_digits']} digits")
+    elif "num_digits" in summary:
+        parts.append(f"{summary['num_digits']} digits predicted")
+    lines = ["  ".join(parts)]
+    if summary.get("report"):
+        lines.append(f"report: {summary['report']}")
+    if summary.get("renamed_from"):
+        lines.append(
+            f"note: {summary['renamed_from']} was in use by a running job, so this run wrote {summary['run_dir']}"
+        )
+    return lines
+
+
+def dryrun(title: str, stages: dict[str, run.Partial], executor) -> None:
+    """What would run: the code, each stage's resolved config, then exactly what the executor would submit."""
+    console.print(f"code: {executors.describe_source()}", soft_wrap=True, highlight=False)
+    for task in stages.values():
+        run.dryrun_fn(task, executor=executor)
+    if executor is not None:
+        with quiet_experiment(title, executor) as exp:
+            for name, task in stages.items():
+                exp.add(task, name=name)
+            exp.dryrun(log=False)
+            for job in exp.jobs:
+                # printed as is, never wrapped to the terminal's width: a script to read or copy
+                print(f"# ---- {job.id}: what the {type(executor).__name__} would submit ----")
+                print(job._dryrun_info, flush=True)
