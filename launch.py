@@ -26,6 +26,7 @@ import inspect
 import itertools
 import re
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -55,7 +56,9 @@ from megatron_mnist.submission import (  # noqa: E402
     logs_of,
     prepare,
     run_stages,
+    summary_lines,
 )
+from megatron_mnist.watch import ProgressView  # noqa: E402
 from recipes.finetune import finetune  # noqa: E402
 from recipes.pipeline import pipeline as pipeline_stages  # noqa: E402
 from recipes.predict import predict as predict_recipe  # noqa: E402
@@ -200,7 +203,13 @@ class LaunchContext(RunContext):
         announce(stages, self.executor)
         if not self._should_continue(self.skip_confirmation):
             return
-        sys.exit(exit_status(run_stages(self.name, stages, self.executor, direct=self.direct, detach=self.detach)))
+        sys.exit(
+            exit_status(
+                run_stages(
+                    self.name, stages, self.executor, direct=self.direct, detach=self.detach, tail_logs=self.tail_logs
+                )
+            )
+        )
 
     def _execute_sweep(self, fn, task_args):
         """One task per combination of the axes' values, run side by side as one experiment; then a table of the
@@ -441,6 +450,37 @@ def status(experiment_id: str):
             highlight=False,
             soft_wrap=True,
         )
+
+
+@app.command()
+def watch(
+    experiment_id: str,
+    every: float = typer.Option(None, help="seconds between updates (default: 1 on a terminal, else 10)"),
+):
+    """Follow a (detached) experiment: one live line per task — state, step, losses, steps/s, time left — until every
+    task has ended; then each task's state and run summary. Exit status 0 only if every task succeeded."""
+    exp = load_experiment(experiment_id)
+    view = ProgressView(exp, states=task_states)
+    if every:
+        view.every = every
+    view.start()
+    try:
+        while not all(state in ENDED for state in task_states(exp).values()):
+            time.sleep(max(view.every, 2.0))
+    finally:
+        view.stop()
+    failed = False
+    for job in exp.jobs:
+        state = task_states(exp)[job.id]
+        where, files = job_files(job.executor)
+        failed |= state != "SUCCEEDED"
+        console.print(f"{job.id}: {state}  job dir: {where}", highlight=False, soft_wrap=True)
+        for line in summary_lines(job_summary(Path(job.executor.job_dir), files)):
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
+    sys.exit(1 if failed else 0)
+
+
+ENDED = ("SUCCEEDED", "FAILED", "CANCELLED", "UNKNOWN")
 
 
 @app.command()

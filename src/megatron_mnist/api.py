@@ -5,9 +5,8 @@ import time
 from pathlib import Path
 
 from megatron_mnist.builders import Adam
+from megatron_mnist.job_protocol import RESULT_MARK
 from megatron_mnist.run_dirs import renamed_from
-
-RESULT_MARK = "megatron_mnist result: "  # the launcher reads this line from the job's log for its summary
 
 
 def print_result(trainer, **fields) -> None:

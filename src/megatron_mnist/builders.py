@@ -160,7 +160,9 @@ def trainer(
         else:
             strategy = CPUStrategy()
         plugins = None
-    callbacks = [SaveOnPreemption()]
+    from megatron_mnist.progress_file import from_environment
+
+    callbacks = [SaveOnPreemption(), *from_environment()]  # the launcher's live view reads the progress file
     if enable_progress_bar:
         # Redraw when there is something new to show (the logged metrics change every log_every_n_steps): a redraw
         # reads the metrics back from the GPU.

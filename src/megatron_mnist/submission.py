@@ -19,14 +19,14 @@ from rich.console import Console
 from torchx.specs import AppState
 
 from megatron_mnist import executors
-from megatron_mnist.api import RESULT_MARK
 from megatron_mnist.executor_fields import quote_env_values
+from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, RESULT_MARK
 from megatron_mnist.preflight import PreflightError, check_executor, check_executor_fields, check_name
 from megatron_mnist.recipe_checks import RecipeError, check_recipe, check_run_name
+from megatron_mnist.watch import ProgressView, attach, remote_job_dir
 
 console = Console()
 LOG_TAIL_LINES = 40
-CONTAINER_JOB_DIR = "/nemo_run"  # where NeMo-Run mounts the job directory in a Docker container
 
 
 class SubmissionError(ValueError):
@@ -126,6 +126,7 @@ def run_stages(
     direct: bool = False,
     detach: bool = False,
     sequential: bool = True,
+    tail_logs: bool = False,
 ) -> dict[str, TaskResult]:
     """Run the stages in order as one NeMo-Run experiment; each task's result, printed with a summary of its run.
 
@@ -139,12 +140,20 @@ def run_stages(
             fdl.build(task)()
             results[name] = TaskResult(name, "SUCCEEDED", Path.cwd())
         return results
-    with quiet_experiment(title, executor) as exp:
-        for name, task in stages.items():
-            exp.add(task, name=name)
-        # sequential: on Slurm the stages become jobs with afterok dependencies (so a detached pipeline still
-        # chains); elsewhere each starts when the one before has finished. A sweep's tasks run side by side.
-        exp.run(sequential=sequential, detach=detach, tail_logs=False)
+    view = None
+    try:
+        with quiet_experiment(title, executor) as exp:
+            for name, task in stages.items():
+                exp.add(task, name=name)
+            attach(exp)  # each job writes progress where the view (and `launch.py watch`) reads it
+            if not detach and not tail_logs:
+                view = ProgressView(exp).start()
+            # sequential: on Slurm the stages become jobs with afterok dependencies (so a detached pipeline still
+            # chains); elsewhere each starts when the one before has finished. A sweep's tasks run side by side.
+            exp.run(sequential=sequential, detach=detach, tail_logs=tail_logs)
+    finally:
+        if view is not None:
+            view.stop()
     console.print(f"experiment {exp._id}: {exp._exp_dir}", soft_wrap=True, highlight=False)
     if detach:
         console.print(f"submitted; follow it with: python launch.py status {exp._id}")
@@ -169,10 +178,22 @@ def run_stages(
     return results
 
 
+class QuietExperiment(run.Experiment):
+    """A NeMo-Run experiment without its own spinner panel (the launcher's live view shows the tasks instead), its
+    status table at exit and its goodbye hints (for a `nemo experiment` CLI this package does not use)."""
+
+    def _initialize_live_progress(self):
+        pass
+
+    def _add_progress(self, job):
+        pass
+
+    def _update_progress(self, job, state):
+        pass
+
+
 def quiet_experiment(title: str, executor) -> run.Experiment:
-    """A NeMo-Run experiment without its status table at exit and its goodbye hints (a `nemo experiment` CLI this
-    package does not use): the launcher prints each task's state and run summary itself."""
-    return run.Experiment(title, executor=executor, enable_goodbye_message=False, skip_status_at_exit=True)
+    return QuietExperiment(title, executor=executor, enable_goodbye_message=False, skip_status_at_exit=True)
 
 
 def settled_state(state: AppState, files: dict[str, str]) -> AppState:
@@ -184,11 +205,6 @@ def settled_state(state: AppState, files: dict[str, str]) -> AppState:
 LOG_PATTERNS = ("log*.out", "stderr.log", "stdout.log")  # Slurm log-*.out, Docker log_*.out, the local scheduler's
 STATUS_PATTERNS = ("status_*.out", "sbatch_*.out")  # Docker's exit status file, the Slurm script's own output
 FILE_MARK = "==> megatron_mnist file: "
-
-
-def remote_job_dir(executor) -> str:
-    """The task's folder on the login node: NeMo-Run's layout there is TUNNEL_JOB_DIR/TITLE/ID/TASK."""
-    return f"{executor.tunnel.job_dir}/{Path(executor.job_dir).name}"
 
 
 def job_location(executor) -> str:

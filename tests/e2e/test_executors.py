@@ -417,3 +417,58 @@ def test_docker_with_an_absolute_log_dir_keeps_the_run_on_the_host(docker, tmp_p
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     assert_trained(runs / "pretrain")  # the checkpoints and CSV outlive the container
     assert not marker.exists()
+
+
+# -- live progress --------------------------------------------------------------------------------------------------
+def test_live_progress_on_slurm_pending_running_requeued_done(slurm, tmp_path):
+    import threading
+
+    # a job that takes every CPU of the node: ours pends behind it until it is cancelled
+    blocker = sh("sbatch", "--parsable", "-p", "debug", "-c", str(os.cpu_count()), "--wrap", "sleep 600").stdout.strip()
+    before = set(squeue_ids())
+    env = dict(os.environ, COLUMNS="250", MEGATRON_MNIST_PROGRESS_EVERY="1")
+    args = ["pretrain", *slurm, "trainer.max_steps=600", "trainer.val_check_interval=50", "log.name=live",
+            "trainer.enable_progress_bar=false", "--yes"]  # fmt: skip
+    job = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(job.stdout.readline, "")), daemon=True)
+    reader.start()
+
+    def wait_line(pattern: str, timeout: float) -> int:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for index, line in enumerate(list(lines)):
+                if re.search(pattern, line):
+                    return index
+            assert job.poll() is None or reader.is_alive(), "".join(lines[-40:])
+            time.sleep(0.2)
+        raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n" + "".join(lines[-40:]))
+
+    try:
+        pending = wait_line(r"pretrain +PENDING \((Resources|Priority)\)", 120)
+        sh("scancel", blocker)
+        running = wait_line(r"pretrain +RUNNING +step (1\d\d|[2-9]\d\d)/600 +train [\d.]+ +val [\d.]+ .*steps/s", 300)
+        (job_id,) = set(squeue_ids()) - before - {blocker}
+        sh("scontrol", "requeue", job_id)  # as a preemption does
+        requeued = wait_line(r"pretrain +\w+.*requeued 1x", 120)
+        job.wait(timeout=600)
+        reader.join(timeout=10)
+    finally:
+        sh("scancel", blocker, check=False)
+        if job.poll() is None:
+            job.kill()
+    output = "".join(lines)
+    assert job.returncode == 0, output[-6000:]
+    done = next(i for i, line in enumerate(lines) if line.startswith("pretrain: SUCCEEDED"))
+    assert pending < running < requeued < done, output[-6000:]
+    assert "  run: " in lines[done + 1] and "steps: 600" in lines[done + 1]
+
+
+def test_watch_follows_a_detached_experiment_to_its_end(slurm):
+    result = launch("pretrain", *slurm, *FAST, "log.name=watched", "--detach")
+    assert result.returncode == 0, result.stdout[-3000:]
+    watched = launch("watch", experiment_id_of(result.stdout), "--every", "1")
+    assert watched.returncode == 0, watched.stdout[-4000:] + watched.stderr[-2000:]
+    assert re.search(r"pretrain +(PENDING|RUNNING)", watched.stdout)
+    assert "pretrain: SUCCEEDED  job dir:" in watched.stdout and "steps: 20" in watched.stdout
