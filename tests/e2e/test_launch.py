@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def launch(*args, timeout=600, python_flags=()):
-    env = dict(os.environ, COLUMNS="200")
+    env = dict(os.environ, COLUMNS="200", MEGATRON_MNIST_PROGRESS_EVERY="1")
     return subprocess.run(
         [sys.executable, *python_flags, str(ROOT / "launch.py"), *args],
         capture_output=True,
@@ -62,6 +63,7 @@ def test_local_executor_trains_then_resumes_the_same_run(tmp_path):
     first = launch(*args, "trainer.max_steps=20")
     assert first.returncode == 0, first.stdout[-3000:]
     assert "SUCCEEDED" in first.stdout
+    assert re.search(r"pretrain +RUNNING +step \d+/20", first.stdout), first.stdout[-3000:]  # the live view
     run_dir = tmp_path / "r"
     assert list(run_dir.glob("checkpoints/*step=20*-last.ckpt"))
 
@@ -96,6 +98,7 @@ def test_pipeline_runs_all_three_stages(tmp_path):
     final_val = logged(tmp_path / "pipeline" / "pretrain", "val_loss")[-1][1]
     assert "steps: 100  train_loss" in result.stdout and f"val_loss {final_val:.4f}" in result.stdout
     assert "nemo experiment status" not in result.stdout  # NeMo-Run's hints for a CLI this package does not use
+    assert "pynvml" not in result.stdout + result.stderr  # torch's import warning is no news to a user
 
 
 def test_a_recipe_exported_to_yaml_runs_and_trains_the_same(tmp_path):

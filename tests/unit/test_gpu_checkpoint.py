@@ -23,9 +23,12 @@ def test_model_weights_come_out_of_the_distributed_format_without_a_process_grou
     assert weights["trunk.0.weight"].shape == (64, 784) and weights["trunk.0.weight"].abs().sum() > 0
 
 
-def test_a_cpu_finetune_starts_from_the_gpu_trunk():
+def test_a_cpu_finetune_starts_from_the_gpu_trunk(capsys):
     weights = load_model_weights(GPU_CHECKPOINT)
     model = model_config("finetune", initial_ckpt_path=str(GPU_CHECKPOINT)).configure_model()
+    # the job's log says what was loaded (NeMo's resume logs "Training from scratch" for the run's own checkpoints)
+    said = capsys.readouterr().out
+    assert f"initial weights: 4 tensors from {GPU_CHECKPOINT}; started fresh: digit_classifier." in said
     assert model.image_decoder is None
     for key in ("trunk.0.weight", "trunk.0.bias", "trunk.2.weight", "trunk.2.bias"):
         assert torch.equal(model.state_dict()[key], weights[key].float())

@@ -60,3 +60,11 @@ def test_a_resumed_run_reads_as_one_history(tmp_path):
     val = logged(tmp_path, "val_loss")
     assert [s for s, _ in val] == [49, 99, 149, 199, 249, 299]
     assert dict(val)[149] == 2 / 150  # the validation the uninterrupted run made, not its repeat
+
+
+def test_the_report_counts_steps_done_as_the_console_and_checkpoints_do(tmp_path):
+    from megatron_mnist.report import final_numbers
+
+    write_version(tmp_path, 0, range(500), {99, 499})
+    numbers = final_numbers(tmp_path)
+    assert numbers["steps"] == 500 and numbers["final val_loss"] == 2 / 500  # the CSV's last row is step 499
