@@ -43,10 +43,13 @@ def tidy_run_dir(trainer, run_dir: Path) -> None:
     folder = run_dir / "checkpoints"
     if callback is not None and folder.is_dir():
         tracked = {Path(p).name.removesuffix(".ckpt") for p in [*callback.best_k_models, callback.last_model_path] if p}
-        for path in folder.iterdir():
-            stem = path.name.removesuffix(".ckpt").removesuffix("-unfinished")
-            if tracked and stem.startswith("step=") and stem not in tracked:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        present = {path.name.removesuffix(".ckpt") for path in folder.iterdir()}
+        # only where the callback's names are the names on disk: a naming this code does not know deletes nothing
+        if tracked and tracked <= present:
+            for path in folder.iterdir():
+                stem = path.name.removesuffix(".ckpt").removesuffix("-unfinished")
+                if stem.startswith("step=") and stem not in tracked:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
     for logger in trainer.loggers:
         csv_file = Path(getattr(logger, "log_dir", "") or "") / "metrics.csv"
         if type(logger).__name__ == "CSVLogger" and not (
