@@ -20,6 +20,7 @@ import nemo_run as run
 from nemo_run.core.frontend.console.api import CONSOLE
 from rich.live import Live
 from rich.text import Text
+from torchx.specs import is_terminal
 
 from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, PROGRESS_ENV, PROGRESS_FILE
 
@@ -110,7 +111,7 @@ def describe(name: str, state: str, progress: dict, slurm: dict) -> str:
     if progress.get("state") == "done" and state.startswith("RUNNING"):
         state = "RUNNING (finishing)"
     words.append(f"{state:<22}")
-    if progress.get("step") is not None and state.startswith("RUNNING") or progress.get("state") == "done":
+    if progress.get("step") is not None and (state.startswith("RUNNING") or progress.get("state") == "done"):
         if progress.get("max_steps"):
             words.append(f"step {progress['step']}/{progress['max_steps']}")
         for key, label in (("train_loss", "train"), ("val_loss", "val")):
@@ -140,6 +141,8 @@ class ProgressView:
         lines = []
         for job in self.exp.jobs:
             state = states.get(job.id) or ("RUNNING" if getattr(job, "launched", False) else "waiting")
+            if getattr(job, "state", None) is not None and is_terminal(job.state):
+                state = job.state.name  # NeMo-Run knows how it ended
             slurm = {}
             if isinstance(job.executor, run.SlurmExecutor) and (job_id := slurm_job_id(job)):
                 slurm = self.reader.slurm(job.executor, job_id)
@@ -148,16 +151,19 @@ class ProgressView:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
-            try:
-                lines = self.lines()
-            except Exception as e:  # the view must never break a run
-                lines = [f"(progress unavailable: {type(e).__name__}: {e})"]
-            if self._live is not None:
-                self._live.update(Text("\n".join(lines)))
-            else:
-                stamp = time.strftime("%H:%M:%S")
-                for line in lines:
-                    print(f"[{stamp}] {line}", flush=True)
+            self._show()
+
+    def _show(self) -> None:
+        try:
+            lines = self.lines()
+        except Exception as e:  # the view must never break a run
+            lines = [f"(progress unavailable: {type(e).__name__}: {e})"]
+        if self._live is not None:
+            self._live.update(Text("\n".join(lines)))
+        else:
+            stamp = time.strftime("%H:%M:%S")
+            for line in lines:
+                print(f"[{stamp}] {line}", flush=True)
 
     def start(self) -> "ProgressView":
         if self._live is not None:
@@ -168,6 +174,8 @@ class ProgressView:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
-        if self._live is not None:
+        if self._live is None:
+            self._show()  # the last word of a log: each task's final step and losses, however short it ran
+        else:
             self._live.update(Text(""))
             self._live.stop()
