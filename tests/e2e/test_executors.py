@@ -122,9 +122,7 @@ def test_slurm_over_an_ssh_tunnel(slurm, ssh_key, tmp_path):
     # the console names the job directory on the cluster, and the run's summary read from there
     assert f"pretrain: SUCCEEDED  job dir: 127.0.0.1:{remote}/" in result.stdout, result.stdout[-3000:]
     assert f"  run: {run_dirs[0]}  steps: 20" in result.stdout
-    assert re.search(
-        r"pretrain +[A-Z]+( \(finishing\))? +step \d+/20", result.stdout
-    )  # read through the tunnel
+    assert re.search(r"pretrain +[A-Z]+( \(finishing\))? +step \d+/20", result.stdout)  # read through the tunnel
     logs = launch("logs", experiment_id_of(result.stdout))  # read through the tunnel
     assert logs.returncode == 0 and "max_steps=20` reached" in logs.stdout, logs.stdout[-2000:] + logs.stderr[-2000:]
 
