@@ -15,7 +15,8 @@ def print_result(trainer, **fields) -> None:
         print(RESULT_MARK + json.dumps(fields), flush=True)
 
 
-def _metric(trainer, name: str):
+def metric(trainer, name: str) -> float | None:
+    """A logged metric as a float (a device sync on GPU), None where not logged."""
     value = trainer.callback_metrics.get(name)
     return None if value is None else float(value)
 
@@ -33,10 +34,10 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def tidy_run_dir(trainer, run_dir: Path) -> None:
+def tidy_run_dir(trainer, run_dir: Path, started: float) -> None:
     """What a run leaves beyond its history: checkpoints that the checkpoint callback no longer tracks (a top-k
     checkpoint of a killed run, superseded after its resume), and the empty CSV version and TensorBoard file of a
-    rerun that had nothing left to train."""
+    rerun that had nothing left to train (TensorBoard files written since ``started``, a ``time.time()``)."""
     import shutil
 
     callback = trainer.checkpoint_callback
@@ -57,11 +58,8 @@ def tidy_run_dir(trainer, run_dir: Path) -> None:
         ):
             shutil.rmtree(csv_file.parent, ignore_errors=True)  # this invocation logged nothing
             for events in (run_dir / "tb_logs").glob("**/events.out.tfevents.*"):
-                if events.stat().st_mtime >= _TRAIN_STARTED and events.stat().st_size < 1024:
+                if events.stat().st_mtime >= started and events.stat().st_size < 1024:
                     events.unlink()
-
-
-_TRAIN_STARTED = 0.0
 
 
 def train(model, data, trainer, optim: Adam, log, resume, seed: int = 1234) -> str:
@@ -82,8 +80,7 @@ def train(model, data, trainer, optim: Adam, log, resume, seed: int = 1234) -> s
         # imports inside fit(). Import it with the rest of the stack instead.
         import nemo.collections.llm  # noqa: F401
 
-    global _TRAIN_STARTED
-    _TRAIN_STARTED = time.time()
+    started = time.time()
     pl.seed_everything(seed, workers=True)
     module = MNISTLightningModule(model, optim=optim.module(megatron=megatron))
     app_state = log.setup(trainer, resume_if_exists=resume.resume_if_exists)
@@ -95,13 +92,13 @@ def train(model, data, trainer, optim: Adam, log, resume, seed: int = 1234) -> s
     trainer.fit(module, data)
     run_dir = Path(app_state.log_dir).resolve()
     if trainer.is_global_zero:
-        tidy_run_dir(trainer, run_dir)
+        tidy_run_dir(trainer, run_dir, started)
     print_result(
         trainer,
         run_dir=str(run_dir),
         step=trainer.global_step,
-        train_loss=_metric(trainer, "train_loss"),
-        val_loss=_metric(trainer, "val_loss"),
+        train_loss=metric(trainer, "train_loss"),
+        val_loss=metric(trainer, "val_loss"),
         renamed_from=renamed_from(run_dir),
     )
     return str(app_state.log_dir)

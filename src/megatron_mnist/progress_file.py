@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
+from megatron_mnist.api import metric  # a device sync: every few seconds, not every step
 from megatron_mnist.job_protocol import PROGRESS_ENV
 
 
@@ -21,10 +22,6 @@ class ProgressFile(Callback):
         self._last_write = 0.0
         self._started = self._start_step = None
         self._val_loss = None
-
-    def _metric(self, trainer, name: str):
-        value = trainer.callback_metrics.get(name)
-        return None if value is None else float(value)  # a device sync every few seconds, not every step
 
     def write(self, trainer, state: str) -> None:
         if not trainer.is_global_zero:
@@ -38,7 +35,7 @@ class ProgressFile(Callback):
             "state": state,
             "step": step,
             "max_steps": trainer.max_steps,
-            "train_loss": self._metric(trainer, "train_loss"),
+            "train_loss": metric(trainer, "train_loss"),
             "val_loss": self._val_loss,
             "steps_per_s": rate,
             "eta_s": left,
@@ -63,7 +60,7 @@ class ProgressFile(Callback):
 
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
-            self._val_loss = self._metric(trainer, "val_loss")
+            self._val_loss = metric(trainer, "val_loss")
             self.write(trainer, "training")
 
     def on_train_end(self, trainer, pl_module):
