@@ -33,7 +33,10 @@ from pathlib import Path
 # torch (imported by NeMo-Run) warns about pynvml on every start: noise on the console, nothing a user can act on
 warnings.filterwarnings("ignore", message="The pynvml package is deprecated")
 import fiddle as fdl  # noqa: E402
-import nemo_run as run  # noqa: E402
+
+from megatron_mnist.lean_nemo_run import import_nemo_run  # noqa: E402
+
+run = import_nemo_run()  # before anything else imports it: without torch and the Lepton client (a second saved)
 import typer  # noqa: E402
 from nemo_run.cli.api import Entrypoint, RunContext, RunContextError, _parse_prefixed_args  # noqa: E402
 from nemo_run.cli.cli_parser import parse_cli_args  # noqa: E402

@@ -20,7 +20,7 @@ from megatron_mnist.checkpoint_paths import (
     checkpoint_model,
     resolve_checkpoint,
 )
-from megatron_mnist.data.idx import IDXError, find_idx_file, read_idx
+from megatron_mnist.data.idx import IDXError, check_idx, find_idx_file
 from megatron_mnist.names import NameError_, check_name
 
 OVERRIDE = re.compile(r"^(?P<key>[A-Za-z_][\w.]*)(?P<op>\+=|-=|\*=|/=|=)(?P<value>.*)$", re.S)
@@ -191,7 +191,7 @@ def check_recipe(
         folder = Path(root) / "MNIST" / "raw" if (Path(root) / "MNIST" / "raw").is_dir() else Path(root)
         try:  # read whole (full MNIST: ~0.3 s): a truncated gzip or IDX file is found here, not 15 s into the job
             for stem, ndim in MNIST_FILES.items():
-                read_idx(find_idx_file(folder, stem), ndim)
+                check_idx(find_idx_file(folder, stem), ndim)
         except IDXError as e:
             raise RecipeError(f"data.root={root!r}: {e}") from None
 

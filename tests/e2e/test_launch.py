@@ -42,6 +42,42 @@ def test_dryrun_shows_config_and_command_without_training_or_heavy_imports(tmp_p
     assert not list(tmp_path.iterdir())  # nothing ran
 
 
+LIGHT_LAUNCHER = """
+import json, runpy, sys
+sys.argv = ["launch.py", *json.loads(sys.argv[1])]
+try:
+    runpy.run_path("launch.py", run_name="__main__")
+except SystemExit as e:
+    assert not e.code, e.code
+print("IMPORTED", json.dumps(sorted(m for m in ("torch", "leptonai", "numpy", "nemo.lightning") if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        # the dry run runs every pre-submit check first: the data folder's IDX files are read whole
+        ["pretrain", "--dryrun", "data.root=src/megatron_mnist/data/sample"],
+        ["check", "pretrain", "data.root=src/megatron_mnist/data/sample"],
+        ["pipeline", "--dryrun"],
+        ["--help"],
+        ["list"],
+    ],
+)
+def test_the_launcher_imports_neither_torch_nor_lepton_nor_numpy(command, tmp_path):
+    # what makes it answer in about a second (benchmarks/launcher_latency.py): the performance issue's goal 4
+    result = subprocess.run(
+        [sys.executable, "-c", LIGHT_LAUNCHER, json.dumps([*command])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=dict(os.environ, NEMORUN_HOME=str(tmp_path / "nemo_run")),
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "IMPORTED []"
+
+
 def test_factory_arguments_and_dotted_overrides_compose():
     result = launch("pretrain", "--factory", "pretrain(name='wide', max_steps=70)", "model.hidden_size=256", "--dryrun")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,10 +1,13 @@
-"""Reading MNIST's IDX files (plain or gzip) with errors that name the file and what is wrong with it."""
+"""Reading MNIST's IDX files (plain or gzip) with errors that name the file and what is wrong with it.
+
+The launcher's pre-submit checks read these files too: numpy is imported only when an array is made, so importing
+this module costs the launcher nothing.
+"""
 
 import gzip
+import math
 import os
 from pathlib import Path
-
-import numpy as np
 
 # IDX magic: two zero bytes, a type code, the number of dimensions. MNIST uses 0x08 (unsigned byte).
 _UBYTE = 0x08
@@ -23,8 +26,16 @@ def find_idx_file(folder: str | os.PathLike, stem: str) -> Path:
     raise IDXError(f"MNIST file not found: {folder / stem}[.gz] (expected the standard IDX files in {folder})")
 
 
-def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
+def read_idx(path: str | os.PathLike, ndim: int):
     """The uint8 array stored in an IDX file of ``ndim`` dimensions (3 for images, 1 for labels)."""
+    import numpy as np
+
+    raw, offset, shape = check_idx(path, ndim)
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape)
+
+
+def check_idx(path: str | os.PathLike, ndim: int) -> tuple[bytes, int, tuple[int, ...]]:
+    """Read an IDX file whole and check it: its bytes, where the data starts, and its shape; else IDXError."""
     path = Path(path)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
@@ -40,10 +51,10 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
         )
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
-    expected = int(np.prod(shape))
+    expected = math.prod(shape)
     if len(raw) - offset != expected:
         raise IDXError(
             f"MNIST file {path} is truncated or corrupt: header says {shape} = {expected} bytes, "
             f"file holds {len(raw) - offset}"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape)
+    return raw, offset, shape
