@@ -1,25 +1,30 @@
-"""Data-parallel GPUs on one host: weak scaling, and a checkpoint saved on N GPUs resumed on M.
+"""Data-parallel GPUs on one host: weak scaling with spread, beside a plain PyTorch DDP loop; N → 1 GPU reshard.
 
-The driver (no ``--worker``) starts one torchrun per GPU count, each running the worker in every rank:
+The driver (no ``--worker``) starts torchruns; each rank runs the worker.
 
-1. scaling: the pretrain recipe at a fixed per-GPU micro batch, for each model width (``--hidden``; the default
-   model is 64, a wide trunk such as 4096 puts compute before launch latency). Validation once at the end, no
-   checkpoints, so the figure is training steps. Steady steps/s = the median step of the second half, on rank 0.
-2. reshard: on the largest count, pretrain ``--reshard-steps`` with checkpoints (global batch = micro × N); on one
-   GPU, the same command with that global batch (micro × N accumulated micro-batches) ``--reshard-more`` steps
-   further: it must resume from the N-GPU checkpoint. Also on one GPU, the first part again from scratch: its losses
-   against the N-GPU run's (same samples per step, bf16).
+1. scaling: for each model width (``--hidden``; the default model is 64, a wide trunk such as 4096 puts compute
+   before launch latency) at a fixed micro batch per GPU, on each GPU count: the pretrain recipe (validation once at
+   the end, no checkpoints: training steps), then, in the same processes, a plain PyTorch DDP loop of the same model
+   (NCCL, GPU-resident data, bf16 autocast, Adam) — the peer. Every count is launched ``--repeats`` times,
+   interleaved (1, 2, 1, 2, ...): launches on one host differ by up to 2.7×, so one launch per count cannot tell a
+   regression from noise. Steady steps/s: the second half of the steps. Each rank also records its per-step host
+   intervals (percentiles) and its share of the step spent waiting (where a slow rank or a slow launch shows).
+2. reshard (``--reshard``): on the largest count, pretrain ``--reshard-steps`` with checkpoints; on one GPU the same
+   command with that global batch ``--reshard-more`` steps further (it must resume), and the first part again from
+   scratch to compare losses.
 
-Prints a table with weak-scaling efficiency = samples/s at N / (N × samples/s at 1), and the reshard checks;
-``--out DIR`` gets results.json and the resumed run's last checkpoint (to predict from on a CPU).
+Prints min / median / max steps/s per width, count and loop, and weak-scaling efficiency = median samples/s at N /
+(N × median samples/s at 1); ``--out DIR`` gets results.json and the launch logs.
 
-    python benchmarks/gpu_scaling.py --gpus 1,2 --hidden 64,4096 --out /tmp/scaling
+    python benchmarks/gpu_scaling.py --gpus 1,2 --hidden 64,4096 --hidden-micro-batch 64,1024 --repeats 3 --out DIR
 """
 
 import argparse
 import json
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +32,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+PERCENTILES = (10, 50, 90, 99)
 
 
 def worker(args) -> None:
@@ -50,10 +56,11 @@ def worker(args) -> None:
     world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     work = Path(args.work)
     results = {}
+    tag = f"{world}-{'_'.join(args.stages).replace(':', '')}-r{args.repeat}"
 
     def save(results):
-        if rank == 0:  # after each stage: a later stage's failure keeps the earlier figures
-            (work / f"results-{world}-{'_'.join(args.stages).replace(':', '')}.json").write_text(json.dumps(results))
+        # every rank, after each stage: a later stage's failure keeps the earlier figures
+        (work / f"results-{tag}-rank{rank}.json").write_text(json.dumps(results))
 
     def run(name, steps, hidden=64, mbs=None, checkpoint=False, global_batch=None, val_every=None):
         mbs = mbs or args.micro_batch_size
@@ -78,18 +85,21 @@ def worker(args) -> None:
     widths = dict(zip(args.hidden, args.hidden_micro_batch, strict=True))
     for hidden in [int(stage[len("scale:") :]) for stage in args.stages if stage.startswith("scale:")]:
         mbs = widths[hidden]
-        timer, wall, _ = run(f"scale-h{hidden}-n{world}", args.steps, hidden=hidden, mbs=mbs)
+        timer, wall, _ = run(f"scale-h{hidden}-n{world}-r{args.repeat}", args.steps, hidden=hidden, mbs=mbs)
         rate = steady_rate(timer.step_ends, timer.after_validation)
-        results[f"scale h={hidden}"] = {
-            "gpus": world, "hidden": hidden, "micro_batch": mbs, "steady_steps_per_s": round(rate, 1),
-            "samples_per_s": round(rate * mbs * world), "first_step_s": round(timer.step_ends[0] - timer.fit_start, 2),
-            "wall_s": round(wall, 1), "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20),
+        results[f"recipe h={hidden}"] = {
+            "gpus": world, "hidden": hidden, "micro_batch": mbs, "steps_per_s": round(rate, 1),
+            "first_step_s": round(timer.step_ends[0] - timer.fit_start, 2), "wall_s": round(wall, 1),
+            "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20),
+            "step_ms": step_percentiles(timer.step_ends),
         }  # fmt: skip
+        save(results)
+        results[f"ddp h={hidden}"] = plain_ddp(hidden, mbs, args.steps)
         save(results)
 
     mbs, n = args.micro_batch_size, args.reshard_gpus
     if "reshard" not in args.stages:
-        pass
+        return
     elif world == n:
         run("reshard", args.reshard_steps, checkpoint=True, val_every=args.reshard_steps // 2)
     elif world == 1:
@@ -115,21 +125,105 @@ def worker(args) -> None:
     save(results)
 
 
+def step_percentiles(step_ends: list[float]) -> dict:
+    """Host intervals between step ends over the second half, in ms: p10/p50/p90/p99 and max."""
+    import numpy as np
+
+    half = step_ends[len(step_ends) // 2 :]
+    intervals = np.diff(np.array(half)) * 1e3
+    figures = {f"p{q}": round(float(np.percentile(intervals, q)), 2) for q in PERCENTILES}
+    figures["max"] = round(float(intervals.max()), 2)
+    return figures
+
+
+def plain_ddp(hidden: int, micro_batch: int, steps: int) -> dict:
+    """The peer: the same model in plain PyTorch DDP (NCCL), each rank its own shard of GPU-resident digits."""
+    import torch
+    import torch.distributed as dist
+    from gpu_throughput import plain_model, steady_rate, train_images
+    from torch import nn
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    torch.cuda.set_device(device)
+    torch.manual_seed(0)
+    model = nn.parallel.DistributedDataParallel(plain_model(hidden).to(device), device_ids=[device.index])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    images = train_images()[rank::world].to(device)
+    per_epoch = len(images) // micro_batch
+    torch.cuda.synchronize()
+    dist.barrier()
+    t0, step_ends, order = time.perf_counter(), [], None
+    for i in range(steps):
+        if i % per_epoch == 0:
+            order = torch.randperm(len(images), device=device)
+        x = images[order[(i % per_epoch) * micro_batch : (i % per_epoch + 1) * micro_batch]]
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = nn.functional.mse_loss(model(x).float(), x)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i in (0, steps // 2, steps - 1):
+            torch.cuda.synchronize()
+        step_ends.append(time.perf_counter())
+    dist.destroy_process_group()
+    return {
+        "gpus": world, "hidden": hidden, "micro_batch": micro_batch, "steps_per_s": round(steady_rate(step_ends), 1),
+        "first_step_s": round(step_ends[0] - t0, 2), "step_ms": step_percentiles(step_ends),
+    }  # fmt: skip
+
+
+def summarize(work: Path, counts: list[int], hidden: list[int]) -> dict:
+    """{loop h=H: {gpus: {steps_per_s: min/median/max, efficiency, step_ms per rank of the median launch}}}."""
+    runs: dict = {}
+    for path in sorted(work.glob("results-*-rank*.json")):
+        gpus, repeat, rank = re.fullmatch(r"results-(\d+)-.*-r(\d+)-rank(\d+)\.json", path.name).groups()
+        for key, figures in json.loads(path.read_text()).items():
+            if key.startswith(("recipe", "ddp")):
+                launches = runs.setdefault(key, {}).setdefault(int(gpus), {})
+                launches.setdefault(repeat, {})[int(rank)] = figures
+    table = {}
+    for key, by_gpus in runs.items():
+        table[key] = {}
+        for gpus, launches in sorted(by_gpus.items()):
+            rates = sorted(ranks[0]["steps_per_s"] for ranks in launches.values() if 0 in ranks)
+            median_launch = min(launches.values(), key=lambda r: abs(r[0]["steps_per_s"] - statistics.median(rates)))
+            table[key][gpus] = {
+                "launches": len(rates), "micro_batch": median_launch[0]["micro_batch"],
+                "steps_per_s": {"min": rates[0], "median": statistics.median(rates), "max": rates[-1]},
+                "step_ms_by_rank_of_median_launch": {r: f["step_ms"] for r, f in sorted(median_launch.items())},
+            }  # fmt: skip
+        one = table[key].get(1)
+        for row in table[key].values():
+            if one:  # weak scaling: per-GPU micro batch fixed, so samples/s ∝ steps/s × GPUs
+                row["efficiency_median"] = round(row["steps_per_s"]["median"] / one["steps_per_s"]["median"], 3)
+    return table
+
+
 def driver(args) -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="gpu-scaling-"))
     work.mkdir(parents=True, exist_ok=True)
-    counts = sorted(args.gpus, reverse=True)  # the largest first: it writes the checkpoint the 1-GPU run resumes
+    counts = sorted(args.gpus)
     env = dict(os.environ, NCCL_NVLS_ENABLE="0")  # NVLink multicast off (the device machines' documentation)
-    stages = [f"scale:{h}" for h in args.hidden] + ["reshard"]
+    scale = [f"scale:{h}" for h in args.hidden]
     # One process runs several stages on one GPU; with several ranks, Megatron's process groups hang when built a
-    # second time in one process (seen on 2 H100s), so there each stage is its own torchrun.
-    multi = [stage for stage in stages if stage.split(":")[0] in args.multi_gpu_stages]
-    launches = [(n, [stage]) for n in counts if n > 1 for stage in multi] + [(1, stages)] * (1 in counts)
-    for n, launch_stages in launches:
+    # second time in one process (seen on 2 H100s), so there each width is its own torchrun.
+    launches = [
+        (n, stages, repeat)
+        for repeat in range(args.repeats)
+        for n in counts
+        for stages in ([scale] if n == 1 else [[stage] for stage in scale])
+    ]
+    if args.reshard:
+        launches += [(max(counts), ["reshard"], 0), (1, ["reshard"], 0)] if max(counts) > 1 else []
+    for n, launch_stages, repeat in launches:
         t0 = time.perf_counter()
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={n}", __file__, "--worker",
-               "--work", str(work), *sys.argv[1:], "--stages", ",".join(launch_stages)]  # fmt: skip
-        log = work / f"torchrun-{n}-{'_'.join(launch_stages).replace(':', '')}.log"
+               "--work", str(work), *sys.argv[1:], "--stages", ",".join(launch_stages),
+               "--repeat", str(repeat)]  # fmt: skip
+        log = work / f"torchrun-{n}-{'_'.join(launch_stages).replace(':', '')}-r{repeat}.log"
         with open(log, "w") as f:
             try:
                 code = subprocess.run(
@@ -137,7 +231,7 @@ def driver(args) -> None:
                 ).returncode
             except subprocess.TimeoutExpired:
                 code = 124
-        print(f"{n} GPU(s) {launch_stages}: exit {code} in {time.perf_counter() - t0:.0f} s; log: {log}", flush=True)
+        print(f"{n} GPU(s) {launch_stages} #{repeat}: exit {code} in {time.perf_counter() - t0:.0f} s", flush=True)
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             shutil.copy(log, args.out)
@@ -145,28 +239,29 @@ def driver(args) -> None:
             errors = [line for line in log.read_text().splitlines() if "Error" in line or "error" in line]
             print("\n".join(errors[:30]))
             sys.exit(code)
-    results = {n: {} for n in counts}
-    for path in work.glob("results-*.json"):
-        results[int(path.name.split("-")[1])].update(json.loads(path.read_text()))
-    print("\n| model | micro batch / GPU | GPUs | steps/s | samples/s | weak-scaling efficiency | first step s "
-          "| peak MiB |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    table = summarize(work, counts, args.hidden)
+    print(f"\n{args.repeats} launches per count, interleaved; steady steps/s of rank 0; efficiency of the medians")
+    print("| model | micro batch / GPU | loop | GPUs | steps/s min / median / max | weak-scaling efficiency "
+          "| rank step ms p50 / p90 / p99 (median launch) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for hidden in args.hidden:
-        key = f"scale h={hidden}"
-        base = results[min(counts)][key]["samples_per_s"] / min(counts)
-        for n in sorted(counts):
-            r = results[n][key]
-            print(f"| hidden {hidden} | {r['micro_batch']} | {n} | {r['steady_steps_per_s']} | {r['samples_per_s']} | "
-                  f"{r['samples_per_s'] / (n * base):.3f} | {r['first_step_s']} | {r['peak_gpu_mib']} |")  # fmt: skip
-    if 1 in results and "reshard" in results[1]:
-        print("\nreshard:", json.dumps(results[1]["reshard"], indent=1))
+        for loop in ("recipe", "ddp"):
+            for gpus, row in table.get(f"{loop} h={hidden}", {}).items():
+                rate = row["steps_per_s"]
+                ranks = "; ".join(f"{f['p50']} / {f['p90']} / {f['p99']}"
+                                  for f in row["step_ms_by_rank_of_median_launch"].values())  # fmt: skip
+                efficiency = row.get("efficiency_median", "")
+                print(f"| hidden {hidden} | {row['micro_batch']} | {loop} | {gpus} | {rate['min']} / "
+                      f"**{rate['median']}** / {rate['max']} | {efficiency} | {ranks} |")  # fmt: skip
+    reshard = {}
+    for path in work.glob("results-1-reshard-*rank0.json"):
+        reshard = json.loads(path.read_text()).get("reshard", {})
+    if reshard:
+        print("\nreshard:", json.dumps(reshard, indent=1))
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(results, indent=1))
-        last = sorted((work / "runs" / "reshard" / "checkpoints").glob("*-last"))
-        if last:
-            shutil.copytree(last[-1], out / "reshard-last", ignore=shutil.ignore_patterns("*.lock"))
+        (out / "results.json").write_text(json.dumps({"scaling": table, "reshard": reshard}, indent=1))
 
 
 def main() -> None:
@@ -181,10 +276,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--reshard-steps", type=int, default=100)
     p.add_argument("--reshard-more", type=int, default=50)
+    p.add_argument("--repeats", type=int, default=3, help="launches per GPU count, interleaved")
+    p.add_argument("--reshard", action="store_true", help="also save on the most GPUs and resume on one")
+    p.add_argument("--repeat", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None)
     p.add_argument("--stages", type=lambda s: s.split(","), default=[], help=argparse.SUPPRESS)
-    p.add_argument("--multi-gpu-stages", type=lambda s: s.split(","), default=["scale", "reshard"],
-                   help="what the multi-GPU launches run (scale, reshard)")  # fmt: skip
     p.add_argument("--launch-timeout-s", type=float, default=300)
     p.add_argument("--hang-s", type=float, default=300, help="ranks print their stacks every this many seconds")
     args = p.parse_args()

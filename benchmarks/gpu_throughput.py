@@ -4,27 +4,36 @@ The same model (784→64→ReLU→3→64→784, bf16 autocast / bf16-mixed), MSE
 
   (a)  the package's pretrain recipe, as a user runs it (MegatronStrategy, Megatron's distributed Adam, the data
        module's defaults, validation and checkpoints at the recipe's cadence)
-  (a0) the same recipe with the data module's classic per-item DataLoader (``data.device_resident=False``)
+  (a_prev) the recipe with what NeMo/Megatron do per step that (a) turns off put back: NeMo's progress printer in
+       place of the progress bar, Megatron DDP's NaN check, the unused grad norm (the performance issue's before)
+  (a0) the recipe with the data module's classic per-item DataLoader (``data.device_resident=False``)
   (b)  a plain PyTorch loop with a DataLoader (worker processes, pinned memory)
   (c)  a plain loop over GPU-resident data, eager
   (d)  the plain GPU-resident loop with the whole step (forward, backward, fused capturable Adam) in a CUDA graph:
        the practical limit for this model
 
-Prints samples/s (steady: the second half of the steps, intervals that contain a validation left out), the ratios
-a/b and a/c, the time from ``fit()`` (or the loop's start) to the end of the first step, and peak GPU memory.
-``--profile N`` runs (a) under cProfile (its figures are then not throughput figures) and prints the top N functions
-by own and by cumulative time: with ``--variants a`` in a fresh process, that includes the cold start.
+``--rounds R`` runs every variant R times, interleaved (a, a_prev, b, ..., a, a_prev, b, ...): runs vary by up to
+2× on one host, so one run per variant cannot tell a change from noise. Prints min / median / max steps/s (steady:
+the second half of the steps, intervals holding a validation left out), ratios of the medians, the time from
+``fit()`` to the end of the first step, and peak GPU memory.
 
-    python benchmarks/gpu_throughput.py --steps 2000 --micro-batch-size 64 --json gpu_throughput.json
+Where the host time of a recipe step goes: ``--profile N`` runs (a) and (a_prev) under cProfile (not throughput
+figures then) and prints the top N functions by own time; ``--count-syncs`` runs them in torch's sync-debug mode
+and counts the operations that block the host until the GPU is done, by the line that called them.
+
+    python benchmarks/gpu_throughput.py --steps 1500 --rounds 3 --profile 25 --count-syncs --json out.json
 """
 
 import argparse
+import collections
 import cProfile
 import io
 import json
 import pstats
+import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import fiddle as fdl
@@ -36,7 +45,7 @@ from torch import nn
 from megatron_mnist.data.dataset import MNISTCustom
 from recipes.pretrain import pretrain
 
-VARIANTS = ("a", "a0", "b", "c", "d")
+VARIANTS = ("a", "a_prev", "a0", "b", "c", "d")
 
 
 class StepTimer(PipelineStepTimer):
@@ -60,30 +69,54 @@ def steady_rate(step_ends: list[float], excluded: set[int] = frozenset()) -> flo
     return len(intervals) / sum(t for _, t in intervals)
 
 
-def recipe_variant(args, device_resident: bool, log_dir: str, profile: int = 0) -> dict:
-    steps = args.steps
-    recipe = pretrain(
-        name=f"bench-{'resident' if device_resident else 'loader'}",
-        log_dir=log_dir,
-        accelerator="gpu",
-        max_steps=steps,
-        micro_batch_size=args.micro_batch_size,
-    )
-    recipe.data.device_resident = device_resident
-    if not device_resident:
+def previous_step_settings(task) -> None:
+    """(a_prev): put back what NeMo/Megatron do per step and the recipe turns off (see builders.trainer)."""
+    from megatron.core.distributed import DistributedDataParallelConfig
+
+    from megatron_mnist.megatron_optim import MegatronAdamModule
+
+    strategy = task.keywords["trainer"].strategy
+    strategy.replace_progress_bar = True  # NeMo's ProgressPrinter, every step
+    strategy.ddp_config = DistributedDataParallelConfig(check_for_nan_in_grad=True)  # NeMo's ddp="megatron"
+    MegatronAdamModule.skip_unused_grad_norm = False
+
+
+def recipe_variant(args, name: str, log_dir: str, run: str, profile: int = 0, count_syncs: bool = False) -> dict:
+    steps = args.steps if not (profile or count_syncs) else args.diagnose_steps
+    recipe = pretrain(name=f"bench-{name}-{run}", log_dir=log_dir, accelerator="gpu", max_steps=steps,
+                      micro_batch_size=args.micro_batch_size)  # fmt: skip
+    recipe.data.device_resident = name != "a0"
+    recipe.trainer.enable_progress_bar = True  # as a user runs it (replaced by NeMo's printer in a_prev)
+    if name == "a0":
         recipe.data.num_workers = args.recipe_workers
     task = fdl.build(recipe)
+    if name == "a_prev":
+        previous_step_settings(task)
     timer = StepTimer(steps)
     task.keywords["trainer"].callbacks.append(timer)
     torch.cuda.reset_peak_memory_stats()
     profiler = cProfile.Profile() if profile else None
+    syncs = collections.Counter()
     t0 = time.perf_counter()
-    if profiler:
-        profiler.enable()
-    task()
-    if profiler:
-        profiler.disable()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            if count_syncs:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+            if profiler:
+                profiler.enable()
+            task()
+    finally:
+        if profiler:
+            profiler.disable()
+        torch.cuda.set_sync_debug_mode("default")
+        from megatron_mnist.megatron_optim import MegatronAdamModule
+
+        MegatronAdamModule.skip_unused_grad_norm = True
     wall = time.perf_counter() - t0
+    for w in caught:
+        if "synchronizing CUDA operation" in str(w.message):
+            syncs[f"{Path(w.filename).parent.name}/{Path(w.filename).name}:{w.lineno}"] += 1
     figures = {
         "steps": len(timer.step_ends),
         "steps_per_s": steady_rate(timer.step_ends, timer.after_validation),
@@ -93,13 +126,16 @@ def recipe_variant(args, device_resident: bool, log_dir: str, profile: int = 0) 
         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20,
     }
     reset_megatron_state()
+    if count_syncs:
+        figures["syncs_per_step"] = round(sum(syncs.values()) / steps, 2)
+        print(f"---- ({name}): {sum(syncs.values())} synchronizing operations in {steps} steps, by caller ----")
+        for where, n in syncs.most_common(15):
+            print(f"{n:8d}  {where}")
     if profiler:
         for key in ("tottime", "cumulative"):
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats(key).print_stats(profile)
-            print(f"---- cProfile of (a), {steps} steps, by {key} ----\n{out.getvalue()}", flush=True)
-        if args.json:
-            profiler.dump_stats(Path(args.json).with_suffix(".prof"))
+            print(f"---- cProfile of ({name}), {steps} steps, by {key} ----\n{out.getvalue()}", flush=True)
     return figures
 
 
@@ -244,12 +280,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--micro-batch-size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each variant, interleaved")
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of (b)")
     parser.add_argument("--recipe-workers", type=int, default=0, help="DataLoader workers of (a0); 0 = the default")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default="a,a_prev,b,c,d", help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument(
-        "--profile", type=int, default=0, metavar="N", help="run (a) under cProfile; print the top N functions"
+        "--profile", type=int, default=0, metavar="N", help="also profile (a) and (a_prev): the top N functions"
     )
+    parser.add_argument("--count-syncs", action="store_true", help="also count (a)'s and (a_prev)'s host syncs")
+    parser.add_argument("--diagnose-steps", type=int, default=300, help="steps of the profiled / counted runs")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args()
     variants = args.variants.split(",")
@@ -260,33 +299,58 @@ def main():
         "torch": torch.__version__,
         "steps": args.steps,
         "micro_batch_size": args.micro_batch_size,
+        "rounds": args.rounds,
+        "runs": {name: [] for name in variants},
     }
     log_dir = tempfile.mkdtemp(prefix="bench-")
     runners = {
-        "a": lambda: recipe_variant(args, True, log_dir, args.profile),
-        "a0": lambda: recipe_variant(args, False, log_dir),
-        "b": lambda: plain_dataloader(args),
-        "c": lambda: plain_resident(args),
-        "d": lambda: plain_cuda_graph(args),
+        "a": lambda run: recipe_variant(args, "a", log_dir, run),
+        "a_prev": lambda run: recipe_variant(args, "a_prev", log_dir, run),
+        "a0": lambda run: recipe_variant(args, "a0", log_dir, run),
+        "b": lambda run: plain_dataloader(args),
+        "c": lambda run: plain_resident(args),
+        "d": lambda run: plain_cuda_graph(args),
     }
-    if args.profile:
-        results["profiled"] = "(a) ran under cProfile: its figures are not throughput figures"
+    for round_ in range(args.rounds):
+        for name in variants:
+            figures = runners[name](str(round_))
+            figures = {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
+            results["runs"][name].append(figures)
+            print(f"round {round_} ({name})", figures, flush=True)
+    medians = {}
     for name in variants:
-        figures = runners[name]()
-        figures["samples_per_s"] = figures["steps_per_s"] * args.micro_batch_size
-        results[name] = {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
-        print(name, results[name], flush=True)
-    for num, den in (("a", "b"), ("a", "c"), ("a0", "b"), ("a", "d")):
-        if num in results and den in results:
-            results[f"{num}/{den}"] = round(results[num]["steps_per_s"] / results[den]["steps_per_s"], 3)
+        rates = [r["steps_per_s"] for r in results["runs"][name]]
+        medians[name] = statistics.median(rates)
+        results[name] = {
+            "steps_per_s": {"min": min(rates), "median": medians[name], "max": max(rates)},
+            "first_step_s_median": statistics.median(r["first_step_s"] for r in results["runs"][name]),
+            "peak_gpu_mib": max(r["peak_gpu_mib"] for r in results["runs"][name]),
+        }
+    for num, den in (("a", "b"), ("a_prev", "b"), ("a", "a_prev"), ("a", "c"), ("a0", "b"), ("a", "d")):
+        if num in medians and den in medians:
+            results[f"{num}/{den}"] = round(medians[num] / medians[den], 3)
+    recipe_variants = [n for n in ("a", "a_prev") if n in variants]
+    if args.count_syncs:
+        results["syncs_per_step"] = {
+            n: recipe_variant(args, n, log_dir, "syncs", count_syncs=True)["syncs_per_step"] for n in recipe_variants
+        }
+    if args.profile:
+        for name in recipe_variants:
+            recipe_variant(args, name, log_dir, "profile", profile=args.profile)
     print(json.dumps(results, indent=2))
-    print("\n| path | samples/s | steps/s | first step | peak GPU memory |\n|---|---|---|---|---|")
+    print(f"\n{args.rounds} interleaved runs each, {args.steps} steps, micro batch {args.micro_batch_size}, "
+          f"{results['device']}")  # fmt: skip
+    print("| path | steps/s min / median / max | samples/s (median) | first step (median) | peak GPU memory |")
+    print("|---|---|---|---|---|")
     for name in variants:
         r = results[name]
+        rate = r["steps_per_s"]
         print(
-            f"| ({name}) | {r['samples_per_s']:,.0f} | {r['steps_per_s']:,.1f} | {r['first_step_s']:.2f} s | "
+            f"| ({name}) | {rate['min']:,.1f} / **{rate['median']:,.1f}** / {rate['max']:,.1f} | "
+            f"{rate['median'] * args.micro_batch_size:,.0f} | {r['first_step_s_median']:.2f} s | "
             f"{r['peak_gpu_mib']:.0f} MiB |"
         )
+    print("ratios of medians:", {k: v for k, v in results.items() if "/" in k})
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -136,10 +136,18 @@ def trainer(
         from megatron_mnist.megatron_writer import use_forked_result_queue
 
         use_forked_result_queue()
+        from megatron.core.distributed import DistributedDataParallelConfig
+
         strategy = nl.MegatronStrategy(
             tensor_model_parallel_size=1,
             pipeline_model_parallel_size=1,
-            ddp="megatron",
+            # NeMo's ddp="megatron" also turns on check_for_nan_in_grad: a norm and a blocking read of it per step,
+            # which stops the host from running ahead of the GPU (the step is host-bound). A NaN still shows, in
+            # the logged train_loss and val_loss.
+            ddp=DistributedDataParallelConfig(check_for_nan_in_grad=False),
+            # keep our progress bar (refreshed every log_every_n_steps); NeMo would put a printer in its place that
+            # reads the metrics back from the GPU and gathers Megatron's timers every step
+            replace_progress_bar=False,
             ckpt_async_save=False,
             # The default (dp_reshardable) optimizer format fails to save torch Adam's scalar `step` state, which is
             # what Megatron uses without Apex / Transformer Engine; the fully reshardable format handles it.

@@ -60,7 +60,19 @@ def _report_only_measured(step, config):
     return step_
 
 
+def _without_grad_norm(get_grad_norm, config):
+    """megatron-core's ChainedOptimizer computes the gradient norm every step, clipping or not: without Apex or
+    Transformer Engine a norm per parameter, an all-reduce and a blocking read. Without clipping nothing uses it."""
+
+    def get_grad_norm_():
+        return get_grad_norm() if config.clip_grad > 0 or not MegatronAdamModule.skip_unused_grad_norm else None
+
+    return get_grad_norm_
+
+
 class MegatronAdamModule(MegatronOptimizerModule):
+    skip_unused_grad_norm = True  # benchmarks/gpu_throughput.py turns it off to measure what it costs
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # NeMo logs the learning rate before every step; Lightning writes logs every log_every_n_steps, and a
         # `log` call costs as much Python as a quarter of this model's step. Log it when it will be written.
@@ -71,6 +83,8 @@ class MegatronAdamModule(MegatronOptimizerModule):
         optimizers = super().optimizers(model)
         for optimizer in optimizers:
             optimizer.step = _report_only_measured(optimizer.step, self.config)
+            inner = getattr(optimizer, "mcore_optimizer", optimizer)
+            inner.get_grad_norm = _without_grad_norm(inner.get_grad_norm, self.config)
         if not distrib_optimizer.HAVE_APEX_OR_TE:
             for optimizer in optimizers:
                 inner = getattr(optimizer, "mcore_optimizer", optimizer)

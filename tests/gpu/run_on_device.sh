@@ -2,6 +2,7 @@
 # Run the GPU suite on a machine with CUDA GPUs whose image lacks NeMo (the device machine of this workplace; see
 # ../shared/gpu/README.md): install the wheel kit if it is not installed yet, then `pytest tests/gpu`.
 #   bash tests/gpu/run_on_device.sh [PYTEST ARGS]      e.g.  -k one_gpu    or    -k "every_gpu or n_gpus"
+#   bash tests/gpu/run_on_device.sh --run COMMAND...   the same environment for another command (the benchmarks)
 # The kit comes in two folders, each under one call's 64 MiB: install .whl in one call (INSTALL_ONLY=1), then run
 # this with .whl2 in the next, while /tmp/site survives. Where NeMo is installed (a NeMo container, this project's
 # venv on a GPU box) it simply runs the suite: `python -m pytest tests/gpu -m gpu`.
@@ -23,6 +24,7 @@ export PYTHONPATH="$site:$PWD/tests/gpu:$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1
 export NEMORUN_HOME=${NEMORUN_HOME:-/tmp/gpu-suite-nemorun}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+if [ "${1:-}" = --run ]; then shift; exec "$@"; fi
 log=${OUT:-/tmp}/gpu_suite.log
 python3 -m pytest tests/gpu -m gpu -v -s -p no:cacheprovider -o addopts="" "$@" 2>&1 | tee "$log"
 exit "${PIPESTATUS[0]}"
