@@ -20,6 +20,7 @@ Prints min / median / max steps/s per width, count and loop, and weak-scaling ef
 """
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -87,7 +88,7 @@ def worker(args) -> None:
     for hidden in [int(stage[len("scale:") :]) for stage in args.stages if stage.startswith("scale:")]:
         mbs = widths[hidden]
         timer, wall, _, peer = run(f"scale-h{hidden}-n{world}-r{args.repeat}", args.steps, hidden=hidden, mbs=mbs,
-                                   then=lambda: plain_ddp(hidden, mbs, args.steps))  # fmt: skip
+                                   then=functools.partial(plain_ddp, hidden, mbs, args.steps))  # fmt: skip
         rate = steady_rate(timer.step_ends, timer.after_validation)
         results[f"recipe h={hidden}"] = {
             "gpus": world, "hidden": hidden, "micro_batch": mbs, "steps_per_s": round(rate, 1),
