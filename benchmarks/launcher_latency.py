@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # megatron-core's import needs it where nvcc exists without a GPU (the package sets it too, for its own imports)
 ENV = {**os.environ, "TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0")}
-HEAVY = ("nemo.lightning", "megatron.core", "nemo.collections")
+HEAVY = ("nemo.lightning", "megatron.core", "nemo.collections", "torch", "leptonai")
 DRY_RUNS = {
     "local": [],
     "docker": ["executor=docker", "executor.image=local/debian-python:bookworm", f"executor.python_env={sys.prefix}"],
@@ -29,13 +29,17 @@ DRY_RUNS = {
 }
 
 
-def wall(cmd: list[str], repeat: int) -> float:
+def walls(cmd: list[str], repeat: int) -> list[float]:
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=ENV)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return sorted(times)
+
+
+def wall(cmd: list[str], repeat: int) -> float:
+    return statistics.median(walls(cmd, repeat))
 
 
 def import_times(cmd: list[str]) -> dict[str, float]:
@@ -52,7 +56,8 @@ def import_times(cmd: list[str]) -> dict[str, float]:
 
 
 def heavy_imports(cmd: list[str]) -> list[str]:
-    return sorted({name.strip() for name in import_times(cmd)} & set(HEAVY))
+    # -X importtime also lists an import that was attempted and refused (lean_nemo_run holds torch back): ~0 s
+    return sorted({name.strip() for name, seconds in import_times(cmd).items() if seconds > 0.001} & set(HEAVY))
 
 
 def top_imports(cmd: list[str], n: int = 6) -> list[tuple[str, float]]:
@@ -71,12 +76,19 @@ def main():
     print(f"python -c 'import nemo.lightning': {reference:.2f} s (median of {args.repeat})")
     print(f"python -c 'import nemo_run':       {wall([python, '-c', 'import nemo_run'], args.repeat):.2f} s")
     print(f"python -c 'import torch':          {wall([python, '-c', 'import torch'], args.repeat):.2f} s")
-    print("\n| dry run | wall (median) | / import nemo.lightning | heavy modules imported |\n|---|---|---|---|")
-    for name in args.executors.split(","):
-        cmd = [python, "launch.py", "pretrain", *DRY_RUNS[name], "--dryrun"]
-        seconds = wall(cmd, args.repeat)
-        heavy = heavy_imports(cmd)
-        print(f"| {name} | {seconds:.2f} s | {seconds / reference:.2f} | {', '.join(heavy) or 'none'} |", flush=True)
+    print("\n| command | wall min / median / max | median / import nemo.lightning | heavy modules imported |")
+    print("|---|---|---|---|")
+    commands = {
+        f"pretrain --dryrun ({name})": ["pretrain", *DRY_RUNS[name], "--dryrun"] for name in args.executors.split(",")
+    }
+    commands.update({"--help": ["--help"], "check pretrain": ["check", "pretrain"], "list": ["list"]})
+    for name, argv in commands.items():
+        cmd = [python, "launch.py", *argv]
+        times = walls(cmd, args.repeat)
+        seconds = statistics.median(times)
+        heavy = ", ".join(heavy_imports(cmd)) or "none"
+        spread = f"{times[0]:.2f} / **{seconds:.2f}** / {times[-1]:.2f} s"
+        print(f"| `{name}` | {spread} | {seconds / reference:.2f} | {heavy} |", flush=True)
     top = top_imports([python, "launch.py", "pretrain", "--dryrun"])
     print("\nlargest imports of the local dry run (cumulative): " + ", ".join(f"{n} {s:.2f} s" for n, s in top))
 
