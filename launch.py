@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `recipes` beside thi
 
 from megatron_mnist import executors  # noqa: E402  (also registers executor=local|docker|slurm for the CLI)
 from megatron_mnist.api import predict, train  # noqa: E402
+from megatron_mnist.builders import MAX_STEPS  # noqa: E402
 from megatron_mnist.config_files import ConfigFileError, load_recipe  # noqa: E402
 from megatron_mnist.preflight import PreflightError, check_name  # noqa: E402
 from megatron_mnist.recipe_checks import RecipeError, check_overrides  # noqa: E402
@@ -332,7 +333,7 @@ def pipeline(
     name: str = typer.Option("pipeline", help="folder under --log-dir for the three runs; the experiment's title"),
     log_dir: str = typer.Option("runs", help="where run folders go"),
     accelerator: str = typer.Option("auto", help="auto, gpu or cpu"),
-    max_steps: int = typer.Option(500, help="optimizer steps of pretrain and of finetune"),
+    max_steps: int = typer.Option(MAX_STEPS, help="optimizer steps of pretrain and of finetune"),
     dryrun_: bool = typer.Option(False, "--dryrun", help="print the configs and what would be submitted"),
     direct: bool = typer.Option(False, "--direct", help="run in this process instead of through an executor"),
     detach: bool = typer.Option(False, "--detach", help="submit and return (Slurm: the stages are dependent jobs)"),

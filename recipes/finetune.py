@@ -1,24 +1,23 @@
 """Finetune a pretrained trunk as a digit classifier: add the ``digit_classifier`` head, drop or keep the decoder."""
 
-from typing import Literal
-
 import nemo_run as run
 
 from megatron_mnist import builders
 from megatron_mnist.api import train
+from megatron_mnist.model.spec import TASKS, FinetuneTask
 from recipes.training import training_recipe
 
 
 @run.cli.factory(target=train, name="finetune")
 def finetune(
     pretrain_checkpoint: str = "runs/pretrain",
-    task: Literal["finetune", "finetune_both"] = "finetune",
+    task: FinetuneTask = "finetune",
     name: str = "finetune",
     log_dir: str = "runs",
-    accelerator: Literal["auto", "gpu", "cpu"] = "auto",
-    max_steps: int = 500,
+    accelerator: builders.Accelerator = "auto",
+    max_steps: int = builders.MAX_STEPS,
     micro_batch_size: int = 64,
-    lr: float = 1e-3,
+    lr: float = builders.LEARNING_RATE,
 ) -> run.Partial:
     """The finetuning recipe: start from ``pretrain_checkpoint`` with a new classifier head.
 
@@ -32,13 +31,20 @@ def finetune(
         max_steps: optimizer steps.
         micro_batch_size: digits per forward pass.
         lr: Adam's learning rate.
+
+    The defaults are not the seed tutorial's (100 steps, Adam lr 1e-4, validation every 5 steps): ours are chosen
+    for a run a user looks at — the default pipeline reaches ~0.83 held-out accuracy, and validating (and
+    checkpointing) every 50 steps keeps that a small part of the run (``builders.MAX_STEPS``). The seed's settings::
+
+        python launch.py finetune trainer.max_steps=100 trainer.val_check_interval=5 optim.lr=1e-4
     """
     return training_recipe(
         run.Config(
             builders.model_config,
             task=task,
             initial_ckpt_path=pretrain_checkpoint,
-            initial_ckpt_skip_keys_with_these_prefixes=["digit_classifier"],
+            # shown in the composed recipe, so a user sees which weights start fresh (override to keep some)
+            initial_ckpt_skip_keys_with_these_prefixes=list(TASKS[task].default_skip),
         ),
         name,
         log_dir,

@@ -2,13 +2,14 @@
 
 import nemo_run as run
 
+from megatron_mnist import builders
 from recipes.finetune import finetune
 from recipes.predict import predict
 from recipes.pretrain import pretrain
 
 
 def pipeline(
-    name: str = "pipeline", log_dir: str = "runs", accelerator: str = "auto", max_steps: int = 500
+    name: str = "pipeline", log_dir: str = "runs", accelerator: str = "auto", max_steps: int = builders.MAX_STEPS
 ) -> dict[str, run.Partial]:
     """The stages in order, keyed by name; all three write under ``log_dir/name/``."""
     stage_dir = f"{log_dir}/{name}"

@@ -1,20 +1,19 @@
 """Predict the held-out digits with a trained model; writes predictions.pt and metrics.json in the run folder."""
 
-from typing import Literal
-
 import nemo_run as run
 
 from megatron_mnist import builders
 from megatron_mnist.api import predict as predict_fn
+from megatron_mnist.model.spec import Task
 
 
 @run.cli.factory(target=predict_fn, name="predict")
 def predict(
     checkpoint: str = "runs/finetune",
-    task: Literal["pretrain", "finetune", "finetune_both"] = "finetune",
+    task: Task = "finetune",
     name: str = "predict",
     log_dir: str = "runs",
-    accelerator: Literal["auto", "gpu", "cpu"] = "auto",
+    accelerator: builders.Accelerator = "auto",
     micro_batch_size: int = 500,
 ) -> run.Partial:
     """The prediction recipe.

@@ -1,7 +1,5 @@
 """Pretrain the autoencoder (trunk + decoder) on MSE reconstruction."""
 
-from typing import Literal
-
 import nemo_run as run
 
 from megatron_mnist import builders
@@ -13,10 +11,10 @@ from recipes.training import training_recipe
 def pretrain(
     name: str = "pretrain",
     log_dir: str = "runs",
-    accelerator: Literal["auto", "gpu", "cpu"] = "auto",
-    max_steps: int = 500,
+    accelerator: builders.Accelerator = "auto",
+    max_steps: int = builders.MAX_STEPS,
     micro_batch_size: int = 64,
-    lr: float = 1e-3,
+    lr: float = builders.LEARNING_RATE,
 ) -> run.Partial:
     """The autoencoder pretraining recipe; its run directory is ``log_dir/name``.
 
@@ -27,6 +25,12 @@ def pretrain(
         max_steps: optimizer steps.
         micro_batch_size: digits per forward pass (global batch = micro × data-parallel ranks).
         lr: Adam's learning rate.
+
+    The defaults are not the seed tutorial's (100 steps, Adam lr 1e-4, validation every 5 steps): ours are chosen
+    for a run a user looks at — the default pipeline reaches ~0.83 held-out accuracy, and validating (and
+    checkpointing) every 50 steps keeps that a small part of the run (``builders.MAX_STEPS``). The seed's settings::
+
+        python launch.py pretrain trainer.max_steps=100 trainer.val_check_interval=5 optim.lr=1e-4
     """
     return training_recipe(
         run.Config(builders.model_config, task="pretrain"), name, log_dir, accelerator, max_steps, micro_batch_size, lr

@@ -13,7 +13,7 @@ def training_recipe(
         train,
         model=model,
         data=run.Config(builders.mnist_data, micro_batch_size=micro_batch_size),
-        trainer=run.Config(builders.trainer, accelerator=accelerator, max_steps=max_steps, val_check_interval=50),
+        trainer=run.Config(builders.trainer, accelerator=accelerator, max_steps=max_steps),
         optim=run.Config(builders.Adam, lr=lr),
         log=run.Config(builders.logger, name=name, log_dir=log_dir),
         resume=run.Config(builders.resume, resume_if_exists=True),

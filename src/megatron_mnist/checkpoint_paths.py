@@ -46,14 +46,18 @@ def resolve_checkpoint(path: str | Path) -> Path:
     )
 
 
-# The model config class of each task and the heads each class has (megatron_mnist.model.config; a unit test keeps
-# them in step), for judging a checkpoint's context without importing the model code.
-TASK_CONFIGS = {"pretrain": "PretrainConfig", "finetune": "FinetuneConfig", "finetune_both": "FinetuneBothConfig"}
-CONFIG_HEADS = {
-    "PretrainConfig": {"image_decoder"},
-    "FinetuneConfig": {"digit_classifier"},
-    "FinetuneBothConfig": {"image_decoder", "digit_classifier"},
-}
+def last_checkpoint(run_dir: str | Path) -> Path | None:
+    """A run directory's last checkpoint, resolved (None when it has none), by :func:`resolve_checkpoint`'s rule."""
+    try:
+        return resolve_checkpoint(Path(run_dir) / "checkpoints")
+    except CheckpointError:
+        return None
+
+
+def context_dir(checkpoint: Path) -> Path:
+    """The NeMo context folder saved beside a resolved checkpoint (beside ``weights/``, or in ``NAME.ckpt``'s
+    ``NAME/``)."""
+    return (checkpoint.parent if checkpoint.name == "weights" else checkpoint.with_suffix("")) / "context"
 
 
 def checkpoint_model(checkpoint: Path) -> tuple[str, int] | None:
@@ -61,7 +65,7 @@ def checkpoint_model(checkpoint: Path) -> tuple[str, int] | None:
     it has no readable context (a bare ``.ckpt`` from elsewhere)."""
     import yaml
 
-    context = (checkpoint.parent if checkpoint.name == "weights" else checkpoint.with_suffix("")) / "context"
+    context = context_dir(checkpoint)
     try:
         config = yaml.safe_load((context / "model.yaml").read_text())["config"]
         return config["_target_"].rsplit(".", 1)[-1], int(config["hidden_size"])

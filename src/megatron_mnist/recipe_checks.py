@@ -13,14 +13,9 @@ from pathlib import Path
 import fiddle as fdl
 
 from megatron_mnist import builders
-from megatron_mnist.checkpoint_paths import (
-    CONFIG_HEADS,
-    TASK_CONFIGS,
-    CheckpointError,
-    checkpoint_model,
-    resolve_checkpoint,
-)
+from megatron_mnist.checkpoint_paths import CheckpointError, checkpoint_model, resolve_checkpoint
 from megatron_mnist.data.idx import IDXError, check_idx, find_idx_file
+from megatron_mnist.model.spec import CONFIG_HEADS, TASKS
 from megatron_mnist.names import NameError_, check_name
 
 OVERRIDE = re.compile(r"^(?P<key>[A-Za-z_][\w.]*)(?P<op>\+=|-=|\*=|/=|=)(?P<value>.*)$", re.S)
@@ -215,16 +210,17 @@ def check_checkpoint_fits(recipe: fdl.Buildable, checkpoint: Path, what: str, re
             f"{what} holds a model with hidden_size={hidden}, but model.hidden_size={want_hidden} "
             f"(set model.hidden_size={hidden}{'' if resuming else ', or start from another checkpoint'})"
         )
-    if resuming and config != TASK_CONFIGS.get(task):
-        raise RecipeError(f"{what} holds a {config} model, but model.task={task} (a {TASK_CONFIGS.get(task)})")
+    spec = TASKS.get(task)
+    if resuming and spec is not None and config != spec.config:
+        raise RecipeError(f"{what} holds a {config} model, but model.task={task} (a {spec.config})")
     from megatron_mnist.api import predict
 
-    heads = CONFIG_HEADS[TASK_CONFIGS[task]] if task in TASK_CONFIGS else set()
+    heads = spec.heads if spec is not None else set()
     skipped = _get(recipe, "model.initial_ckpt_skip_keys_with_these_prefixes")
     if recipe.__fn_or_cls__ is predict:
         skipped = []  # prediction takes every weight from the checkpoint
     elif skipped is None:
-        skipped = ["digit_classifier"] if task != "pretrain" else []  # the task's default: a fresh classifier
+        skipped = list(spec.default_skip) if spec is not None else []  # the task's default: a fresh classifier
     missing = sorted(h for h in heads - CONFIG_HEADS.get(config, heads) if not any(h.startswith(p) for p in skipped))
     if missing:
         raise RecipeError(

@@ -3,8 +3,8 @@
 ``write_report(ROOT)`` reads the runs in ROOT (a run folder, or a folder of run folders such as ``runs/pipeline``):
 train/val loss curves from the training runs' CSV logs, digits beside their reconstructions by a pretrained
 decoder, the 3-d embedding of the held-out digits coloured by digit and the confusion matrix with per-class
-accuracy from the prediction run. It needs torch and matplotlib only: checkpoints are read as tensors, and the
-autoencoder is applied with plain matrix products (its layers are Linear, ReLU, Linear).
+accuracy from the prediction run. Reconstructions come from the model's own modules (``model/modules.py``) with the
+checkpoint's weights loaded; the training stack (NeMo Lightning) is not needed.
 """
 
 import html
@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from megatron_mnist.checkpoint_paths import context_dir, last_checkpoint  # noqa: E402
 from megatron_mnist.run_logs import logged  # noqa: E402
 
 GRID_DIGITS = 16
@@ -58,11 +59,6 @@ def plot_losses(training: list[Path], path: Path) -> None:
     plt.close(fig)
 
 
-def last_checkpoint(run: Path) -> Path | None:
-    found = sorted(run.glob("checkpoints/*-last.ckpt")) or sorted(run.glob("checkpoints/*-last"))
-    return found[-1] if found else None
-
-
 def autoencoder(run: Path) -> dict[str, torch.Tensor] | None:
     """The trunk and decoder weights of a run's last checkpoint, when it has a decoder."""
     from megatron_mnist.checkpoint import load_model_weights
@@ -75,11 +71,19 @@ def autoencoder(run: Path) -> dict[str, torch.Tensor] | None:
 
 
 def reconstruct(weights: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-    def mlp(prefix: str, x: torch.Tensor) -> torch.Tensor:
-        hidden = torch.relu(x @ weights[f"{prefix}.0.weight"].float().T + weights[f"{prefix}.0.bias"].float())
-        return hidden @ weights[f"{prefix}.2.weight"].float().T + weights[f"{prefix}.2.bias"].float()
+    """The digits as the checkpoint's autoencoder rebuilds them: ``MNISTModel`` with the checkpoint's weights."""
+    from types import SimpleNamespace
 
-    return mlp("image_decoder", mlp("trunk", images.reshape(len(images), -1))).reshape(images.shape)
+    from megatron_mnist.model.modules import MNISTModel
+
+    # the module reads only these two sizes from its config; both are in the weights' shapes
+    sizes = SimpleNamespace(
+        hidden_size=weights["trunk.0.weight"].shape[0], embedding_dim=weights["trunk.2.weight"].shape[0]
+    )
+    model = MNISTModel(sizes, decoder=True, classifier="digit_classifier.weight" in weights)
+    model.load_state_dict({k: v.float() for k, v in weights.items()})
+    with torch.no_grad():
+        return model.eval()(images)["x_hat"].reshape(images.shape)
 
 
 def plot_reconstructions(images: torch.Tensor, rebuilt: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
@@ -135,7 +139,7 @@ def plot_confusion(matrix: torch.Tensor, path: Path) -> None:
 def config_summary(run: Path) -> dict[str, str]:
     """A few fields of the model a run trained, from its checkpoint's NeMo context."""
     ckpt = last_checkpoint(run)
-    context = ckpt.with_suffix("") / "context" / "model.yaml" if ckpt is not None else None
+    context = context_dir(ckpt) / "model.yaml" if ckpt is not None else None
     if context is None or not context.is_file():
         return {}
     model = yaml.safe_load(context.read_text())

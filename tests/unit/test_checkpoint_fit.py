@@ -1,13 +1,17 @@
 """Before submitting: the checkpoint a recipe starts from (or resumes) has the weights it takes, in its sizes."""
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from megatron_mnist.checkpoint import load_model_weights
-from megatron_mnist.checkpoint_paths import CONFIG_HEADS, TASK_CONFIGS, checkpoint_model, resolve_checkpoint
+from megatron_mnist.checkpoint_paths import checkpoint_model, last_checkpoint, resolve_checkpoint
 from megatron_mnist.model.config import CONFIGS
+from megatron_mnist.model.spec import CONFIG_HEADS, TASKS
 from megatron_mnist.recipe_checks import RecipeError, check_recipe
 from recipes.finetune import finetune
 from recipes.predict import predict
@@ -17,12 +21,42 @@ CHECKPOINT = Path(__file__).resolve().parents[1] / "fixtures" / "gpu_resumed_che
 LOG_DIR = "/nonexistent/runs"  # no run of these names to resume
 
 
-def test_the_heads_the_check_knows_are_the_model_configs():
-    for config in CONFIGS.values():
-        heads = {name for name, has in (("image_decoder", config.has_decoder),
-                                        ("digit_classifier", config.has_classifier)) if has}  # fmt: skip
-        assert CONFIG_HEADS[config.__name__] == heads
-    assert TASK_CONFIGS == {task: config.__name__ for task, config in CONFIGS.items()}
+def test_every_task_builds_the_heads_its_spec_names():
+    # model/spec.py is the one table: the configs' classes and the modules they build follow it
+    assert set(CONFIGS) == set(TASKS)
+    for task, spec in TASKS.items():
+        config = CONFIGS[task]()
+        assert type(config).__name__ == spec.config
+        assert {name for name, _ in config.configure_model().named_children()} - {"trunk"} == spec.heads
+        assert config.initial_ckpt_skip_keys_with_these_prefixes == list(spec.default_skip)
+    assert CONFIG_HEADS == {spec.config: spec.heads for spec in TASKS.values()}
+
+
+def test_one_rule_for_a_runs_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    for step, age in ((90, 200), (100, 100)):  # the newer one wins, whatever the names sort as
+        shutil.copytree(CHECKPOINT, run / "checkpoints" / f"step={step}-last")
+        os.utime(run / "checkpoints" / f"step={step}-last", (time.time() - age, time.time() - age))
+    assert last_checkpoint(run) == resolve_checkpoint(run) == run / "checkpoints" / "step=100-last" / "weights"
+    assert last_checkpoint(tmp_path / "nothing") is None
+
+
+def test_the_report_reconstructs_with_the_models_own_modules():
+    from megatron_mnist.data.dataset import MNISTCustom
+    from megatron_mnist.report import reconstruct
+
+    images = MNISTCustom(train=False).data[:64]
+    weights = load_model_weights(resolve_checkpoint(CHECKPOINT))
+    rebuilt = reconstruct(weights, images)
+    assert rebuilt.shape == images.shape
+    # the layers by hand (Linear, ReLU, Linear twice): what the report computed before it used the model's modules
+    w = {k: v.float() for k, v in weights.items()}
+    z = torch.relu(images.reshape(64, -1) @ w["trunk.0.weight"].T + w["trunk.0.bias"]) @ w["trunk.2.weight"].T
+    z = z + w["trunk.2.bias"]
+    by_hand = torch.relu(z @ w["image_decoder.0.weight"].T + w["image_decoder.0.bias"]) @ w["image_decoder.2.weight"].T
+    torch.testing.assert_close(rebuilt.reshape(64, -1), by_hand + w["image_decoder.2.bias"])
+    # and it reconstructs: better than the mean digit (this checkpoint trained 150 steps)
+    assert float(((rebuilt - images) ** 2).mean()) < float(((images - images.mean(0)) ** 2).mean())
 
 
 def test_the_context_names_the_model_and_its_size_and_the_weights_load_on_cpu():

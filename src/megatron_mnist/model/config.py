@@ -13,6 +13,7 @@ from nemo.lightning.megatron_parallel import MegatronLossReduction
 from megatron_mnist.checkpoint import load_initial_weights
 from megatron_mnist.model import losses
 from megatron_mnist.model.modules import MNISTModel
+from megatron_mnist.model.spec import CLASSIFIER, DECODER, TASKS
 
 
 @dataclass
@@ -50,8 +51,8 @@ class MNISTConfig(TransformerConfig):
 class PretrainConfig(MNISTConfig):
     """The autoencoder: trunk + decoder, MSE reconstruction loss."""
 
-    has_decoder: ClassVar[bool] = True
-    has_classifier: ClassVar[bool] = False
+    has_decoder: ClassVar[bool] = DECODER in TASKS["pretrain"].heads
+    has_classifier: ClassVar[bool] = CLASSIFIER in TASKS["pretrain"].heads
     loss_reduction_class: ClassVar[type] = losses.MSELossReduction
 
 
@@ -59,24 +60,25 @@ class PretrainConfig(MNISTConfig):
 class FinetuneConfig(MNISTConfig):
     """The classifier: trunk + digit_classifier (the decoder dropped), cross-entropy loss."""
 
-    has_decoder: ClassVar[bool] = False
-    has_classifier: ClassVar[bool] = True
+    has_decoder: ClassVar[bool] = DECODER in TASKS["finetune"].heads
+    has_classifier: ClassVar[bool] = CLASSIFIER in TASKS["finetune"].heads
     loss_reduction_class: ClassVar[type] = losses.ClassifierLossReduction
-    initial_ckpt_skip_keys_with_these_prefixes: list[str] = field(default_factory=lambda: ["digit_classifier"])
+    initial_ckpt_skip_keys_with_these_prefixes: list[str] = field(
+        default_factory=lambda: list(TASKS["finetune"].default_skip)
+    )
 
 
 @dataclass
 class FinetuneBothConfig(MNISTConfig):
     """Trunk + decoder + digit_classifier, trained on MSE + cross-entropy."""
 
-    has_decoder: ClassVar[bool] = True
-    has_classifier: ClassVar[bool] = True
+    has_decoder: ClassVar[bool] = DECODER in TASKS["finetune_both"].heads
+    has_classifier: ClassVar[bool] = CLASSIFIER in TASKS["finetune_both"].heads
     loss_reduction_class: ClassVar[type] = losses.MSEPlusClassifierLossReduction
-    initial_ckpt_skip_keys_with_these_prefixes: list[str] = field(default_factory=lambda: ["digit_classifier"])
+    initial_ckpt_skip_keys_with_these_prefixes: list[str] = field(
+        default_factory=lambda: list(TASKS["finetune_both"].default_skip)
+    )
 
 
-CONFIGS: dict[str, type[MNISTConfig]] = {
-    "pretrain": PretrainConfig,
-    "finetune": FinetuneConfig,
-    "finetune_both": FinetuneBothConfig,
-}
+# each task's config class, by the name model/spec.py gives it
+CONFIGS: dict[str, type[MNISTConfig]] = {task: globals()[spec.config] for task, spec in TASKS.items()}

@@ -1,0 +1,45 @@
+"""The model's tasks: the one table of what each task builds. Torch-free, so the launcher's checks read it too.
+
+Every task name, model config class, head and default skip prefix comes from :data:`TASKS`: the recipes' and
+builders' choices of task, the model configs' heads and defaults (``model/config.py``), and the pre-submit checks of
+a checkpoint against a recipe (``recipe_checks``, which judge a checkpoint by the config class named in its saved
+context).
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+DECODER = "image_decoder"  # 3 → 64 → 784: reconstructs the digit (MSE)
+CLASSIFIER = "digit_classifier"  # 3 → 10: the digit's logits (cross-entropy)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task's model is: its config class (in ``model/config.py``), its heads beside the trunk, its loss, and
+    the parameters it does not take from an initial checkpoint by default (a head it trains fresh)."""
+
+    config: str
+    heads: frozenset[str]
+    loss: str
+    default_skip: tuple[str, ...] = ()
+
+
+TASKS: dict[str, TaskSpec] = {
+    "pretrain": TaskSpec("PretrainConfig", frozenset({DECODER}), "MSE reconstruction"),
+    "finetune": TaskSpec("FinetuneConfig", frozenset({CLASSIFIER}), "cross-entropy", (CLASSIFIER,)),
+    "finetune_both": TaskSpec(
+        "FinetuneBothConfig", frozenset({DECODER, CLASSIFIER}), "MSE + cross-entropy", (CLASSIFIER,)
+    ),
+}
+
+# the same names as types, for the recipes' and builders' signatures (NeMo-Run's CLI checks values against them)
+Task = Literal["pretrain", "finetune", "finetune_both"]
+FinetuneTask = Literal["finetune", "finetune_both"]
+CONFIG_HEADS: dict[str, frozenset[str]] = {spec.config: spec.heads for spec in TASKS.values()}
+
+
+def spec_of(task: str) -> TaskSpec:
+    """The task's spec; a ValueError naming the tasks for anything else."""
+    if task not in TASKS:
+        raise ValueError(f"model.task={task!r} is not one of {', '.join(TASKS)}")
+    return TASKS[task]
