@@ -322,9 +322,7 @@ for _name, _fn, _factory, _help in RECIPES:
 
 def pipeline_output_dir(log_dir: str, executor) -> str:
     """One folder all stages can reach, so finetune finds pretrain's checkpoint wherever the jobs run."""
-    if isinstance(executor, run.SlurmExecutor) and isinstance(executor.tunnel, run.SSHTunnel):
-        return log_dir if log_dir.startswith("/") else f"{executor.tunnel.job_dir}/{log_dir}"
-    return str(Path(log_dir).resolve())  # (Docker: prepare_submission mounts it)
+    return executors.kind_of(executor).shared_dir(log_dir, executor)  # (Docker: prepare_submission mounts it)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -9,20 +9,18 @@ arguments) but a newline inside a quoted ``#SBATCH`` value still starts a new sc
   what such a name can legally hold;
 - a field that is a path reaching the script unquoted (the job directory, container mounts) is refused if it holds
   a shell metacharacter or whitespace;
-- ``env_vars`` values may hold anything: :func:`quote_env_values` quotes them for the Slurm script (Docker and the
-  local executor pass them as data, never through a shell);
+- ``env_vars`` values may hold anything: the Slurm kind quotes them for the script (``slurm_cluster.quote_env_values``;
+  Docker and the local executor pass them as data, never through a shell);
 - ``time`` must be one of Slurm's formats, counts positive integers;
 - every other string field is refused if it holds a newline or another control character;
 - ``setup_lines`` is the one field that is shell code by design (``module load ...``): it is the user's own script.
 
-:func:`check_fields` runs before every submission, dry run and ``check`` — also with ``--skip-checks``, as names do.
+This module holds the rules' vocabulary; each executor kind applies them to its fields (``check_fields`` in its
+module under ``megatron_mnist/executors/``). :func:`check_fields` runs before every submission, dry run and
+``check`` — also with ``--skip-checks``, as names do.
 """
 
 import re
-import shlex
-from dataclasses import fields, is_dataclass
-
-import nemo_run as run
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # account, partition, qos, reservation ...
 HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$|^\[?[0-9A-Fa-f:]+\]?$")
@@ -44,111 +42,59 @@ class FieldError(ValueError):
     """An executor field that cannot be submitted safely; the message names it and what it may hold."""
 
 
-def _refuse(key: str, value, expected: str) -> None:
+def refuse(key: str, value, expected: str) -> None:
     raise FieldError(f"executor.{key}={value!r} is not allowed: expected {expected}")
 
 
-def _check_path(key: str, value: str) -> None:
+def check_path(key: str, value: str) -> None:
     if value and not SAFE_PATH.match(value):
-        _refuse(
+        refuse(
             key, value, "a path of letters, digits and . _ / + @ = ~ - (no spaces, quotes, commas or shell characters)"
         )
 
 
-def _check_mount(key: str, mount: str) -> None:
+def check_mount(key: str, mount: str) -> None:
     """``HOST:CONTAINER[:OPTIONS]`` (Docker also takes a named volume for HOST)."""
     parts = mount.split(":")
     if not 2 <= len(parts) <= 3 or not all(parts[:2]):
-        _refuse(key, mount, "HOST:CONTAINER[:ro]")
+        refuse(key, mount, "HOST:CONTAINER[:ro]")
     if not all(SAFE_PATH.match(part) for part in parts[:2]):
-        _refuse(
+        refuse(
             key,
             mount,
             "HOST:CONTAINER paths of letters, digits and . _ / + @ = ~ - (no spaces, commas or shell characters)",
         )
     if len(parts) == 3 and not re.fullmatch(r"[a-z,]+", parts[2]):
-        _refuse(key, mount, "HOST:CONTAINER[:OPTIONS] with options such as ro or rw")
+        refuse(key, mount, "HOST:CONTAINER[:OPTIONS] with options such as ro or rw")
 
 
-def _no_control_chars(key: str, value) -> None:
+def no_control_chars(key: str, value) -> None:
     """Every string inside ``value`` (lists and dicts too) is one line."""
     if isinstance(value, str):
         if CONTROL.search(value):
-            _refuse(key, value, "one line without control characters")
+            refuse(key, value, "one line without control characters")
     elif isinstance(value, (list, tuple)):
         for item in value:
-            _no_control_chars(key, item)
+            no_control_chars(key, item)
     elif isinstance(value, dict):
         for k, v in value.items():
-            _no_control_chars(key, k)
-            _no_control_chars(f"{key}[{k!r}]", v)
+            no_control_chars(key, k)
+            no_control_chars(f"{key}[{k!r}]", v)
 
 
-def _check_env(key: str, env: dict) -> None:
+def check_env(key: str, env: dict) -> None:
     for name, value in (env or {}).items():
         if not ENV_KEY.match(str(name)):
-            _refuse(f"{key}[{name!r}]", value, "an environment variable name of letters, digits and _")
+            refuse(f"{key}[{name!r}]", value, "an environment variable name of letters, digits and _")
 
 
 def check_fields(executor) -> None:
-    """Raise :class:`FieldError` for the first field that cannot be submitted safely."""
-    if isinstance(executor, run.SlurmExecutor):
-        _check_slurm(executor)
-    elif isinstance(executor, run.DockerExecutor):
-        _check_docker(executor)
-    elif isinstance(executor, run.LocalExecutor):
-        _check_env("env_vars", executor.env_vars)
+    """Raise :class:`FieldError` for the first field that cannot be submitted safely (the rules of the executor's
+    kind, in its module under ``megatron_mnist/executors/``); an executor of another kind is refused."""
+    from megatron_mnist.executors import UnknownExecutor, kind_of
 
-
-def _check_slurm(executor: run.SlurmExecutor) -> None:
-    for key in SLURM_NAMES:
-        value = getattr(executor, key, None)
-        if value and not NAME.match(str(value)):
-            _refuse(key, value, "a name of letters, digits, '.', '_' and '-'")
-    for key in SLURM_COUNTS:
-        value = getattr(executor, key, None)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            _refuse(key, value, "a positive integer")
-    if not SLURM_TIME.match(str(executor.time)):
-        _refuse("time", executor.time, "a Slurm time limit: MINUTES, HH:MM:SS or D-HH:MM:SS, e.g. 01:30:00")
-    if executor.container_image and not IMAGE.match(executor.container_image):
-        _refuse("container_image", executor.container_image, "an image reference such as nvcr.io/nvidia/nemo:25.09")
-    for mount in executor.container_mounts or []:
-        _check_mount("container_mounts", mount)
-    _check_env("env_vars", executor.env_vars)
-    tunnel = executor.tunnel
-    _check_path("job_dir", getattr(tunnel, "job_dir", "") or "")
-    _check_path("job_dir", executor.job_dir or "")
-    if isinstance(tunnel, run.SSHTunnel):
-        if not HOST.match(tunnel.host or ""):
-            _refuse("host", tunnel.host, "a host name or address")
-        if not USER.match(tunnel.user or ""):
-            _refuse("user", tunnel.user, "a user name of letters, digits, '.', '_' and '-'")
-        if not isinstance(tunnel.port, int) or not 0 < tunnel.port < 65536:
-            _refuse("port", tunnel.port, "a port number 1-65535")
-    for field in fields(executor):
-        value = getattr(executor, field.name, None)
-        if field.name not in SHELL_BY_DESIGN and not is_dataclass(value):
-            _no_control_chars(field.name, value)
-
-
-def _check_docker(executor: run.DockerExecutor) -> None:
-    if not IMAGE.match(executor.container_image or ""):
-        _refuse("image", executor.container_image, "an image reference such as nvcr.io/nvidia/nemo:25.09")
-    if not SHM_SIZE.match(str(executor.shm_size)):
-        _refuse("shm_size", executor.shm_size, "a size such as 8g or 512m")
-    for volume in executor.volumes:
-        _check_mount("volumes", volume)
-    _check_env("env", executor.env_vars)
-    for field in fields(executor):
-        value = getattr(executor, field.name, None)
-        if not is_dataclass(value):
-            _no_control_chars(field.name, value)
-
-
-def quote_env_values(executor) -> None:
-    """Slurm only: NeMo-Run writes ``export KEY=VALUE`` into the sbatch script as it is; quote each value so that it
-    stays data (``$HOME`` stays the four characters, as with Docker and the local executor). Once per executor."""
-    if isinstance(executor, run.SlurmExecutor) and not getattr(executor, "_env_quoted", False):
-        executor.env_vars = {key: shlex.quote(str(value)) for key, value in executor.env_vars.items()}
-        executor._env_quoted = True
+    try:
+        kind = kind_of(executor)
+    except UnknownExecutor as e:
+        raise FieldError(str(e)) from None
+    kind.check_fields(executor)

@@ -19,7 +19,6 @@ from rich.console import Console
 from torchx.specs import AppState
 
 from megatron_mnist import executors
-from megatron_mnist.executor_fields import quote_env_values
 from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, RESULT_MARK
 from megatron_mnist.preflight import PreflightError, check_executor, check_executor_fields, check_name
 from megatron_mnist.recipe_checks import RecipeError, check_recipe, check_run_name
@@ -103,20 +102,15 @@ def prepare(name: str, executor, stages: dict[str, run.Partial], skip_checks: bo
             check_executor(executor)
     except (PreflightError, RecipeError) as e:
         raise SubmissionError(str(e)) from None
-    executors.mount_recipe_paths(executor, stages.values())
-    quote_env_values(executor)
+    if executor is not None:
+        executors.kind_of(executor).prepare(executor, list(stages.values()))
 
 
 def executor_shape(executor) -> tuple[int, int, int | None, bool]:
     """(ranks per node, nodes, GPUs per task or None for this machine's, whether the job sees this machine's files)."""
-    if isinstance(executor, run.SlurmExecutor):
-        local_files = isinstance(executor.tunnel, run.LocalTunnel)
-        return executor.ntasks_per_node, executor.nodes, executor.gpus_per_node or 0, local_files
-    if isinstance(executor, run.DockerExecutor):
-        return executor.ntasks_per_node, 1, executor.num_gpus or 0, True
-    if isinstance(executor, run.LocalExecutor):
-        return executor.nproc_per_node(), executor.nnodes(), None, True
-    return 1, 1, None, True
+    if executor is None:  # --direct: this process
+        return 1, 1, None, True
+    return executors.kind_of(executor).shape(executor)
 
 
 def run_stages(

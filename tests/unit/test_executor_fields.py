@@ -10,9 +10,9 @@ import nemo_run as run
 import pytest
 
 from megatron_mnist import builders, executors
-from megatron_mnist.executor_fields import FieldError, check_fields, quote_env_values
+from megatron_mnist.executor_fields import FieldError, check_fields
+from megatron_mnist.executors.slurm_cluster import python_envs, quote_env_values
 from megatron_mnist.names import NameError_, check_name
-from megatron_mnist.preflight import python_envs
 from megatron_mnist.recipe_checks import RecipeError, check_overrides, check_run_name
 from recipes.pretrain import pretrain
 
@@ -98,7 +98,7 @@ def test_docker_mounts_the_recipes_absolute_paths(tmp_path):
     second = pretrain()
     second.log.log_dir = str(tmp_path / "runs" / "inner")  # inside the first: one mount serves both
     second.model.initial_ckpt_path = "/ckpts/run/checkpoints/x"
-    executors.mount_recipe_paths(executor, [recipe, second])
+    executors.kind_of(executor).prepare(executor, [recipe, second])
     assert executor.volumes == [
         "/srv/data:/srv/data:ro",
         f"{tmp_path / 'runs'}:{tmp_path / 'runs'}",
@@ -106,7 +106,7 @@ def test_docker_mounts_the_recipes_absolute_paths(tmp_path):
     ]
     relative = pretrain()  # log_dir "runs": inside the job directory, which NeMo-Run mounts
     before = list(executor.volumes)
-    executors.mount_recipe_paths(executor, [relative])
+    executors.kind_of(executor).prepare(executor, [relative])
     assert executor.volumes == before
 
 
@@ -141,3 +141,53 @@ def test_local_executor_fields():
     check_fields(run.LocalExecutor(env_vars={"OK_1": "$(anything) is data"}))
     with pytest.raises(FieldError):
         check_fields(run.LocalExecutor(env_vars={"1BAD": "x"}))
+
+
+def test_every_kind_in_the_registry_builds_and_recognises_its_executor():
+    assert set(executors.FACTORIES) == set(executors.KINDS) == {"local", "docker", "slurm"}
+    for name, kind in executors.KINDS.items():
+        settings = {"python_env": sys.prefix} if name == "docker" else {}
+        executor = fdl.build(kind.factory(**settings))
+        assert type(executor) is kind.executor_type
+        assert executors.kind_of(executor) is kind
+        per_node, nodes, _, sees_local_files = kind.shape(executor)
+        assert (per_node, nodes, sees_local_files) == (1, 1, True)
+        kind.check_fields(executor)
+
+
+def test_an_executor_of_another_kind_is_refused_before_anything_is_guessed():
+    # before the registry, an unknown kind fell through to "this machine" and had its paths checked here
+    from megatron_mnist.submission import SubmissionError, prepare
+
+    class ElsewhereExecutor(run.LocalExecutor):  # a NeMo-Run executor class of no registered kind
+        pass
+
+    executor = ElsewhereExecutor()
+    with pytest.raises(FieldError, match="ElsewhereExecutor is not an executor this launcher offers"):
+        check_fields(executor)
+    with pytest.raises(SubmissionError, match="executor= one of local, docker, slurm"):
+        prepare("t", executor, {"t": pretrain(name="t")})
+
+
+def test_a_new_kind_is_one_module_and_one_registry_entry(monkeypatch):
+    # what a new kind provides is all the launcher asks of it: here a kind whose executor is a LocalExecutor subclass
+    from megatron_mnist.executors.base import ExecutorKind
+    from megatron_mnist.submission import executor_shape, prepare
+
+    class FourRanks(run.LocalExecutor):
+        pass
+
+    prepared = []
+    kind = ExecutorKind(
+        name="four",
+        executor_type=FourRanks,
+        factory=lambda: run.Config(FourRanks),
+        shape=lambda executor: (4, 1, None, True),
+        check_fields=lambda executor: None,
+        prepare=lambda executor, recipes: prepared.append(len(recipes)),
+    )
+    monkeypatch.setitem(executors.KINDS, "four", kind)
+    executor = FourRanks()
+    assert executor_shape(executor) == (4, 1, None, True)
+    prepare("t", executor, {"t": pretrain(name="t")}, skip_checks=True)
+    assert prepared == [1]

@@ -1,0 +1,249 @@
+"""``executor=slurm``: a Slurm cluster, reached on this machine (``tunnel=local``) or over SSH from a laptop."""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import nemo_run as run
+
+from megatron_mnist.executor_fields import (
+    HOST,
+    IMAGE,
+    NAME,
+    SHELL_BY_DESIGN,
+    SLURM_COUNTS,
+    SLURM_NAMES,
+    SLURM_TIME,
+    USER,
+    check_env,
+    check_mount,
+    check_path,
+    no_control_chars,
+    refuse,
+)
+from megatron_mnist.executors.base import ExecutorKind
+from megatron_mnist.executors.packaging import SourcePackager
+from megatron_mnist.preflight import PreflightError
+
+
+@run.cli.factory
+def slurm(
+    account: str = "",
+    partition: Optional[str] = None,
+    nodes: int = 1,
+    ntasks_per_node: int = 1,
+    gpus_per_node: Optional[int] = None,
+    time: str = "01:00:00",
+    job_dir: Optional[str] = None,
+    python_env: Optional[str] = None,
+    setup_lines: Optional[str] = None,
+    container_image: Optional[str] = None,
+    container_mounts: Optional[list[str]] = None,
+    tunnel: Literal["local", "ssh"] = "local",
+    host: Optional[str] = None,
+    user: Optional[str] = None,
+    identity: Optional[str] = None,
+    port: int = 22,
+) -> run.Config[run.SlurmExecutor]:
+    """A Slurm cluster, reached on this machine (``tunnel=local``) or over SSH from a laptop (``tunnel=ssh``).
+
+    Args:
+        account / partition / nodes / ntasks_per_node / gpus_per_node / time: the sbatch request
+            (``gpus_per_node`` becomes ``--gpus-per-node``).
+        job_dir: where jobs are staged on the cluster (ssh: required, an absolute path there; local: NeMo-Run's
+            experiments folder unless given).
+        python_env: a virtual environment on the cluster that holds the NeMo 2 stack; its ``bin/activate`` is
+            sourced before the job (default with the local tunnel: the environment running this launcher).
+        setup_lines: shell lines to run before the job instead (``module load ...``), or in addition.
+        container_image / container_mounts: run inside a container through pyxis/enroot instead, where the cluster
+            has them (``--container-image``).
+        host / user / identity / port: the login node, for ``tunnel=ssh`` (key authentication).
+    """
+    if tunnel not in ("local", "ssh"):
+        raise ValueError(f"executor.tunnel={tunnel!r} must be local or ssh")
+    if tunnel == "ssh":
+        if not host or not job_dir:
+            raise ValueError("executor.tunnel=ssh needs executor.host and executor.job_dir (a path on the cluster)")
+        link = run.Config(
+            run.SSHTunnel,
+            host=host,
+            user=user or os.environ.get("USER", "root"),
+            port=port,
+            identity=identity,
+            job_dir=job_dir,
+        )
+    else:
+        link = run.Config(run.LocalTunnel, job_dir=job_dir or "")
+        if python_env is None and container_image is None:
+            python_env = sys.prefix
+    # quoted: the path is data in the sbatch script (preflight.python_envs reads it back to check it exists)
+    lines = (
+        [f"source {shlex.quote(str(Path(python_env) / 'bin' / 'activate'))}"]
+        if python_env and not container_image
+        else []
+    )
+    lines += [setup_lines] if setup_lines else []
+    return run.Config(
+        run.SlurmExecutor,
+        account=account,
+        partition=partition,
+        nodes=nodes,
+        ntasks_per_node=ntasks_per_node,
+        gpus_per_node=gpus_per_node,
+        time=time,
+        container_image=container_image,
+        container_mounts=list(container_mounts or []),
+        setup_lines="\n".join(lines) or None,
+        tunnel=link,
+        packager=run.Config(SourcePackager),
+    )
+
+
+def shape(executor: run.SlurmExecutor) -> tuple[int, int, int, bool]:
+    local_files = isinstance(executor.tunnel, run.LocalTunnel)
+    return executor.ntasks_per_node, executor.nodes, executor.gpus_per_node or 0, local_files
+
+
+def check_fields(executor: run.SlurmExecutor) -> None:
+    for key in SLURM_NAMES:
+        value = getattr(executor, key, None)
+        if value and not NAME.match(str(value)):
+            refuse(key, value, "a name of letters, digits, '.', '_' and '-'")
+    for key in SLURM_COUNTS:
+        value = getattr(executor, key, None)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            refuse(key, value, "a positive integer")
+    if not SLURM_TIME.match(str(executor.time)):
+        refuse("time", executor.time, "a Slurm time limit: MINUTES, HH:MM:SS or D-HH:MM:SS, e.g. 01:30:00")
+    if executor.container_image and not IMAGE.match(executor.container_image):
+        refuse("container_image", executor.container_image, "an image reference such as nvcr.io/nvidia/nemo:25.09")
+    for mount in executor.container_mounts or []:
+        check_mount("container_mounts", mount)
+    check_env("env_vars", executor.env_vars)
+    tunnel = executor.tunnel
+    check_path("job_dir", getattr(tunnel, "job_dir", "") or "")
+    check_path("job_dir", executor.job_dir or "")
+    if isinstance(tunnel, run.SSHTunnel):
+        if not HOST.match(tunnel.host or ""):
+            refuse("host", tunnel.host, "a host name or address")
+        if not USER.match(tunnel.user or ""):
+            refuse("user", tunnel.user, "a user name of letters, digits, '.', '_' and '-'")
+        if not isinstance(tunnel.port, int) or not 0 < tunnel.port < 65536:
+            refuse("port", tunnel.port, "a port number 1-65535")
+    for field in fields(executor):
+        value = getattr(executor, field.name, None)
+        if field.name not in SHELL_BY_DESIGN and not is_dataclass(value):
+            no_control_chars(field.name, value)
+
+
+def _tunnel_run(tunnel, command: str) -> tuple[int, str]:
+    """Run a command where the cluster is (this machine or the login node); (exit status, output)."""
+    if isinstance(tunnel, run.SSHTunnel):
+        try:
+            tunnel.connect()
+        except Exception as e:  # paramiko / socket errors: unreachable, refused, bad key
+            raise PreflightError(
+                f"cannot reach the SSH host {tunnel.user}@{tunnel.host}:{tunnel.port}: "
+                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from e
+        result = tunnel.run(command, hide=True, warn=True)
+        return result.exited, result.stdout + result.stderr
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
+    return result.returncode, result.stdout + result.stderr
+
+
+def preflight(executor: run.SlurmExecutor) -> None:
+    tunnel = executor.tunnel
+    home = run.config.get_nemorun_home()
+    if isinstance(tunnel, run.LocalTunnel) and not tunnel.job_dir and Path(home).name == "nemo_run":
+        # NeMo-Run 0.11 rewrites paths at a folder named nemo_run, its in-container mount point: sbatch's output
+        # path comes out doubled and the job dies before it starts (exit signal 53)
+        raise PreflightError(
+            f"NEMORUN_HOME={home} ends in a folder named nemo_run, which NeMo-Run's Slurm paths "
+            f"cannot take: use another name (the default is ~/.nemo_run)"
+        )
+    status, out = _tunnel_run(tunnel, "sinfo -h -o '%P|%D|%G'")
+    if status != 0:
+        raise PreflightError(f"cannot query Slurm (sinfo) {_where(tunnel)}: {out.strip()[:200]}")
+    partitions: dict[str, int] = {}  # GPUs per node
+    nodes: dict[str, int] = {}
+    default = None
+    for line in out.splitlines():
+        name, count, gres = (line.strip().split("|") + ["", ""])[:3]
+        if name.endswith("*"):  # the default partition is starred
+            name = default = name[:-1]
+        gpus = sum(int(m) for m in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", gres))
+        partitions[name] = max(partitions.get(name, 0), gpus)
+        nodes[name] = nodes.get(name, 0) + (int(count) if count.isdigit() else 0)  # one line per node state
+    partition = executor.partition or default
+    if executor.partition and executor.partition not in partitions:
+        raise PreflightError(
+            f"executor.partition={executor.partition!r} does not exist on the cluster "
+            f"(partitions: {', '.join(sorted(partitions)) or 'none'})"
+        )
+    asked = executor.gpus_per_node or 0
+    if asked and partition is not None and asked > partitions.get(partition, 0):
+        raise PreflightError(
+            f"executor.gpus_per_node={asked} but partition {partition} has at most "
+            f"{partitions.get(partition, 0)} GPU(s) per node"
+        )
+    if partition is not None and executor.nodes > nodes.get(partition, 0):
+        raise PreflightError(
+            f"executor.nodes={executor.nodes} but partition {partition} has {nodes.get(partition, 0)} node(s): "
+            "the job would pend forever"
+        )
+    for env in python_envs(executor):
+        if _tunnel_run(tunnel, f"test -f {shlex.quote(env + '/bin/activate')}")[0] != 0:
+            raise PreflightError(
+                f"executor.python_env={env!r} is not a virtual environment {_where(tunnel)} (no bin/activate)"
+            )
+    job_dir = tunnel.job_dir or os.path.join(run.config.get_nemorun_home(), "experiments")
+    status, out = _tunnel_run(tunnel, f"mkdir -p {shlex.quote(job_dir)} && test -w {shlex.quote(job_dir)}")
+    if status != 0:
+        raise PreflightError(f"executor.job_dir={job_dir!r} is not writable {_where(tunnel)}")
+
+
+def python_envs(executor: run.SlurmExecutor) -> list[str]:
+    """The virtual environments the slurm factory's setup lines activate (``source ENV/bin/activate``)."""
+    found = []
+    for line in (executor.setup_lines or "").splitlines():
+        words = shlex.split(line) if line.startswith("source ") else []
+        if len(words) == 2 and words[1].endswith("/bin/activate"):
+            found.append(words[1][: -len("/bin/activate")])
+    return found
+
+
+def _where(tunnel) -> str:
+    return f"on {tunnel.host}" if isinstance(tunnel, run.SSHTunnel) else "on this machine"
+
+
+def quote_env_values(executor: run.SlurmExecutor, recipes=()) -> None:
+    """NeMo-Run writes ``export KEY=VALUE`` into the sbatch script as it is; quote each value so that it stays data
+    (``$HOME`` stays the four characters, as with Docker and the local executor). Once per executor."""
+    if not getattr(executor, "_env_quoted", False):
+        executor.env_vars = {key: shlex.quote(str(value)) for key, value in executor.env_vars.items()}
+        executor._env_quoted = True
+
+
+def shared_dir(log_dir: str, executor: run.SlurmExecutor) -> str:
+    """Behind an SSH tunnel a relative ``log_dir`` is inside the cluster's job directory; else this machine's."""
+    if isinstance(executor.tunnel, run.SSHTunnel):
+        return log_dir if log_dir.startswith("/") else f"{executor.tunnel.job_dir}/{log_dir}"
+    return str(Path(log_dir).resolve())
+
+
+KIND = ExecutorKind(
+    name="slurm",
+    executor_type=run.SlurmExecutor,
+    factory=slurm,
+    shape=shape,
+    check_fields=check_fields,
+    preflight=preflight,
+    prepare=quote_env_values,
+    shared_dir=shared_dir,
+)
