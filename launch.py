@@ -38,13 +38,13 @@ from megatron_mnist.lean_nemo_run import import_nemo_run  # noqa: E402
 
 run = import_nemo_run()  # before anything else imports it: without torch and the Lepton client (a second saved)
 import typer  # noqa: E402
-from nemo_run.cli.api import Entrypoint, RunContext, RunContextError, _parse_prefixed_args  # noqa: E402
+from nemo_run.cli.api import Entrypoint, RunContext, RunContextError  # noqa: E402
 from nemo_run.cli.cli_parser import parse_cli_args  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `recipes` beside this file, also from another cwd
 
-from megatron_mnist import executors  # noqa: E402  (also registers executor=local|docker|slurm for the CLI)
+from megatron_mnist import executors, nemo_run_private  # noqa: E402  (executors registers executor=local|...)
 from megatron_mnist.api import predict, train  # noqa: E402
 from megatron_mnist.builders import MAX_STEPS  # noqa: E402
 from megatron_mnist.config_files import ConfigFileError, load_recipe  # noqa: E402
@@ -191,9 +191,9 @@ class LaunchContext(RunContext):
         except (ValueError, TypeError, AttributeError) as e:  # NeMo-Run's parser errors (one line, exit 2)
             fail(str(e).splitlines()[0])
         if any([self.to_yaml, self.to_toml, self.to_json]):
-            from nemo_run.cli.api import _serialize_configuration
-
-            _serialize_configuration(task, self.to_yaml, self.to_toml, self.to_json, console=console, verbose=True)
+            nemo_run_private.serialize_configuration(
+                task, self.to_yaml, self.to_toml, self.to_json, console=console, verbose=True
+            )
             return
         stages = {self.name: task}
         prepare_submission(self.name, self.executor, stages, skip_checks=self.skip_checks and not self.check_only)
@@ -205,7 +205,7 @@ class LaunchContext(RunContext):
             dryrun(self.name, stages, self.executor)
             return
         announce(stages, self.executor)
-        if not self._should_continue(self.skip_confirmation):
+        if not nemo_run_private.should_continue(self, self.skip_confirmation):
             return
         sys.exit(
             exit_status(
@@ -237,7 +237,7 @@ class LaunchContext(RunContext):
             dryrun(self.name, stages, self.executor)
             return
         console.print(f"sweep {self.name}: {len(stages)} tasks over {', '.join(keys)}; runs in {out}")
-        if not self._should_continue(self.skip_confirmation):
+        if not nemo_run_private.should_continue(self, self.skip_confirmation):
             return
         results = run_stages(self.name, stages, self.executor, direct=self.direct, detach=self.detach, sequential=False)
         if not self.detach:
@@ -283,7 +283,7 @@ def sweep_table(out: Path, keys: list[str], combos: dict[str, tuple]) -> None:
 
 def parse_executor(args: list[str]):
     """``executor=NAME executor.key=value ...`` from extra arguments (default: local); the rest of the arguments."""
-    name, executor_args, rest = _parse_prefixed_args(args, "executor")
+    name, executor_args, rest = nemo_run_private.parse_prefixed_args(args, "executor")
     try:
         config = LaunchContext(name="pipeline").parse_executor(name or "local", *executor_args)
     except (RunContextError, ValueError) as e:
@@ -308,7 +308,7 @@ app = typer.Typer(
     add_completion=False,
 )
 for _name, _fn, _factory, _help in RECIPES:
-    Entrypoint(
+    _entrypoint = Entrypoint(
         _fn,
         namespace="megatron_mnist",
         name=_name,
@@ -316,8 +316,8 @@ for _name, _fn, _factory, _help in RECIPES:
         default_executor=DEFAULT_EXECUTOR,
         help_str=_help + "\n\n" + _factory.__doc__,
         run_ctx_cls=type(f"{_name.title()}Context", (LaunchContext,), {"recipe_factory": staticmethod(_factory)}),
-    )._add_command(app, is_main=True)  # is_main: skip loading NeMo's own CLI entry points, which import
-    # nemo.collections.llm (~10 s) just to build this command line
+    )
+    nemo_run_private.add_command(_entrypoint, app)
 
 
 def pipeline_output_dir(log_dir: str, executor) -> str:
@@ -382,7 +382,8 @@ def load_experiment(experiment_id: str) -> run.Experiment:
 def pick_jobs(exp: run.Experiment, task: str | None) -> list:
     jobs = [job for job in exp.jobs if task in (None, job.id)]
     if not jobs:
-        fail(f"experiment {exp._id} has no task {task!r} (its tasks: {', '.join(job.id for job in exp.jobs)})")
+        tasks = ", ".join(job.id for job in exp.jobs)
+        fail(f"experiment {nemo_run_private.experiment_id(exp)} has no task {task!r} (its tasks: {tasks})")
     return jobs
 
 
@@ -426,7 +427,7 @@ def list_experiments(title: str = typer.Argument("", help="only experiments with
         for experiment_id in run.Experiment.catalog(t):
             folder = home / t / experiment_id
             started = datetime.fromtimestamp(int(experiment_id.rpartition("_")[2]) / 1e9)
-            done = folder / run.Experiment._DONE_FILE
+            done = folder / nemo_run_private.DONE_FILE
             took = f"{done.stat().st_mtime - started.timestamp():.0f} s" if done.exists() else "-"
             try:
                 states = ", ".join(f"{k} {v}" for k, v in task_states(run.Experiment.from_id(experiment_id)).items())

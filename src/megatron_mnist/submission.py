@@ -20,6 +20,7 @@ from torchx.specs import AppState
 
 from megatron_mnist import executors
 from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, RESULT_MARK
+from megatron_mnist.nemo_run_private import QuietExperiment, dryrun_info, experiment_dir, experiment_id
 from megatron_mnist.preflight import PreflightError, check_executor, check_executor_fields, check_name
 from megatron_mnist.recipe_checks import RecipeError, check_recipe, check_run_name
 from megatron_mnist.watch import ProgressView, attach, remote_job_dir
@@ -148,9 +149,9 @@ def run_stages(
     finally:
         if view is not None:
             view.stop()
-    console.print(f"experiment {exp._id}: {exp._exp_dir}", soft_wrap=True, highlight=False)
+    console.print(f"experiment {experiment_id(exp)}: {experiment_dir(exp)}", soft_wrap=True, highlight=False)
     if detach:
-        console.print(f"submitted; follow it with: python launch.py status {exp._id}")
+        console.print(f"submitted; follow it with: python launch.py status {experiment_id(exp)}")
         return {job.id: TaskResult(job.id, "SUBMITTED", Path(job.executor.job_dir)) for job in exp.jobs}
     # Leaving the `with` waits for the jobs; Job.state then holds what they ended with (asking the local
     # scheduler afterwards can answer RUNNING or UNKNOWN).
@@ -170,20 +171,6 @@ def run_stages(
         if not result.succeeded:
             show_log_tail(result.name, *read[result.name])
     return results
-
-
-class QuietExperiment(run.Experiment):
-    """A NeMo-Run experiment without its own spinner panel (the launcher's live view shows the tasks instead), its
-    status table at exit and its goodbye hints (for a `nemo experiment` CLI this package does not use)."""
-
-    def _initialize_live_progress(self):
-        pass
-
-    def _add_progress(self, job):
-        pass
-
-    def _update_progress(self, job, state):
-        pass
 
 
 def quiet_experiment(title: str, executor) -> run.Experiment:
@@ -320,4 +307,4 @@ def dryrun(title: str, stages: dict[str, run.Partial], executor) -> None:
             for job in exp.jobs:
                 # printed as is, never wrapped to the terminal's width: a script to read or copy
                 print(f"# ---- {job.id}: what the {type(executor).__name__} would submit ----")
-                print(job._dryrun_info, flush=True)
+                print(dryrun_info(job), flush=True)

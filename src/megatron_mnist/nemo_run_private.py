@@ -1,0 +1,54 @@
+"""Every private name of NeMo-Run this package uses, in one place, for NeMo-Run 0.11.
+
+NeMo-Run has no public API for these, and each is used for a reason given where it is defined here. The launcher
+also subclasses ``RunContext`` and overrides its ``cli_execute``, ``parse_executor``, ``parse_fn`` and
+``_execute_task`` (``launch.py``). ``tests/unit/test_nemo_run_private.py`` pins the version and checks that every
+name below still exists with the shape used: a NeMo-Run upgrade that moves one fails there, not in a user's run.
+"""
+
+import nemo_run as run
+from nemo_run.cli.api import RunContext
+from nemo_run.cli.api import _parse_prefixed_args as parse_prefixed_args  # noqa: F401  `executor=NAME executor.k=v`
+from nemo_run.cli.api import _serialize_configuration as serialize_configuration  # noqa: F401  --to-yaml/toml/json
+
+VERSION = "0.11"
+RUN_CONTEXT_OVERRIDES = ("cli_execute", "parse_executor", "parse_fn", "_execute_task", "_should_continue")
+DONE_FILE = run.Experiment._DONE_FILE  # written when an experiment finished: `launch.py list` shows how long it took
+
+
+def add_command(entrypoint, app) -> None:
+    """Register a recipe's command on our Typer app. ``is_main``: skip loading NeMo's own CLI entry points, which
+    import ``nemo.collections.llm`` (~10 s) just to build this command line."""
+    entrypoint._add_command(app, is_main=True)
+
+
+def should_continue(context: RunContext, skip_confirmation: bool) -> bool:
+    """NeMo-Run's "Continue? [y/N]" prompt (skipped with --yes)."""
+    return context._should_continue(skip_confirmation)
+
+
+def experiment_id(experiment: run.Experiment) -> str:
+    return experiment._id
+
+
+def experiment_dir(experiment: run.Experiment) -> str:
+    return experiment._exp_dir
+
+
+def dryrun_info(job) -> object:
+    """What a job's dry run prepared: the exact sbatch script / container spec / command (printed unwrapped)."""
+    return job._dryrun_info
+
+
+class QuietExperiment(run.Experiment):
+    """A NeMo-Run experiment without its own spinner panel (the launcher's live view shows the tasks instead), its
+    status table at exit and its goodbye hints (for a `nemo experiment` CLI this package does not use)."""
+
+    def _initialize_live_progress(self):
+        pass
+
+    def _add_progress(self, job):
+        pass
+
+    def _update_progress(self, job, state):
+        pass

@@ -1,0 +1,44 @@
+"""NeMo-Run's private names that this package uses (``megatron_mnist.nemo_run_private``): pinned, and each checked
+to exist with the shape the package relies on, so that an upgrade that moves one fails here."""
+
+import inspect
+from importlib.metadata import version
+
+import nemo_run as run
+from nemo_run.cli.api import RunContext
+
+from megatron_mnist import nemo_run_private as private
+
+
+def test_the_nemo_run_version_is_the_one_these_names_were_checked_against():
+    assert version("nemo_run").startswith(private.VERSION + "."), version("nemo_run")
+
+
+def test_every_private_name_used_still_exists_with_its_shape():
+    assert private.parse_prefixed_args(["executor=slurm", "executor.partition=debug", "x=1"], "executor") == (
+        "slurm",
+        ["partition=debug"],
+        ["x=1"],
+    )
+    assert list(inspect.signature(private.serialize_configuration).parameters)[:4] == [
+        "config",
+        "to_yaml",
+        "to_toml",
+        "to_json",
+    ]
+    for name in private.RUN_CONTEXT_OVERRIDES:
+        assert callable(getattr(RunContext, name)), name
+    assert "skip_confirmation" in inspect.signature(RunContext._should_continue).parameters
+    assert "is_main" in inspect.signature(run.cli.api.Entrypoint._add_command).parameters
+    assert isinstance(private.DONE_FILE, str) and private.DONE_FILE
+    for hook in ("_initialize_live_progress", "_add_progress", "_update_progress"):
+        assert callable(getattr(run.Experiment, hook)), hook  # what QuietExperiment silences
+
+
+def test_an_experiment_exposes_its_id_folder_and_dry_run():
+    with private.QuietExperiment("t", executor=run.LocalExecutor(), log_level="WARN") as exp:
+        exp.add(run.Script(inline="true"), name="job")
+        exp.dryrun(log=False)
+        assert private.experiment_id(exp).startswith("t_")
+        assert str(private.experiment_dir(exp)).endswith(private.experiment_id(exp))
+        assert private.dryrun_info(exp.jobs[0]) is not None
