@@ -6,20 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from launcher_cli import launch  # tests/e2e/launcher_cli.py
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def launch(*args):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "launch.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=dict(os.environ, COLUMNS="200"),
-    )
 
 
 @pytest.mark.parametrize(

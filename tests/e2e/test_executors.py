@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from launcher_cli import launch  # tests/e2e/launcher_cli.py
 
 from megatron_mnist.run_logs import logged
 
@@ -26,18 +27,6 @@ pytestmark = pytest.mark.slow
 
 def sh(*args, check=True, timeout=600):
     return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=timeout)
-
-
-def launch(*args, timeout=900):
-    env = dict(os.environ, COLUMNS="250", MEGATRON_MNIST_PROGRESS_EVERY="1")
-    return subprocess.run(
-        [sys.executable, str(ROOT / "launch.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=ROOT,
-    )
 
 
 @pytest.fixture(scope="session")

@@ -10,24 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from launcher_cli import launch  # tests/e2e/launcher_cli.py
 
 from megatron_mnist.run_logs import logged
 
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
-
-
-def launch(*args, timeout=600, python_flags=()):
-    env = dict(os.environ, COLUMNS="200", MEGATRON_MNIST_PROGRESS_EVERY="1")
-    return subprocess.run(
-        [sys.executable, *python_flags, str(ROOT / "launch.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=ROOT,
-    )
 
 
 def test_dryrun_shows_config_and_command_without_training_or_heavy_imports(tmp_path):
