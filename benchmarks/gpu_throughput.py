@@ -73,7 +73,7 @@ def previous_step_settings(task) -> None:
     """(a_prev): put back what NeMo/Megatron do per step and the recipe turns off (see builders.trainer)."""
     from megatron.core.distributed import DistributedDataParallelConfig
 
-    from megatron_mnist.megatron_optim import MegatronAdamModule
+    from megatron_mnist.job.megatron_optim import MegatronAdamModule
 
     strategy = task.keywords["trainer"].strategy
     strategy.replace_progress_bar = True  # NeMo's ProgressPrinter, every step
@@ -110,7 +110,7 @@ def recipe_variant(args, name: str, log_dir: str, run: str, profile: int = 0, co
         if profiler:
             profiler.disable()
         torch.cuda.set_sync_debug_mode("default")
-        from megatron_mnist.megatron_optim import MegatronAdamModule
+        from megatron_mnist.job.megatron_optim import MegatronAdamModule
 
         MegatronAdamModule.skip_unused_grad_norm = True
     wall = time.perf_counter() - t0

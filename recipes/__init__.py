@@ -1,4 +1,4 @@
-"""NeMo-Run recipes: factories returning ``run.Partial``s of ``megatron_mnist.api.train`` / ``predict``.
+"""NeMo-Run recipes: factories returning ``run.Partial``s of ``megatron_mnist.job.api.train`` / ``predict``.
 
 from recipes.pretrain import pretrain
 r = pretrain()

@@ -2,7 +2,7 @@
 
 import nemo_run as run
 
-from megatron_mnist import builders
+from megatron_mnist.job import builders
 from recipes.finetune import finetune
 from recipes.predict import predict
 from recipes.pretrain import pretrain

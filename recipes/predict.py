@@ -2,8 +2,8 @@
 
 import nemo_run as run
 
-from megatron_mnist import builders
-from megatron_mnist.api import predict as predict_fn
+from megatron_mnist.job import builders
+from megatron_mnist.job.api import predict as predict_fn
 from megatron_mnist.model.spec import Task
 
 

@@ -2,8 +2,8 @@
 
 import nemo_run as run
 
-from megatron_mnist import builders
-from megatron_mnist.api import train
+from megatron_mnist.job import builders
+from megatron_mnist.job.api import train
 
 
 def training_recipe(

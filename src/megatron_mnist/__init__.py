@@ -19,7 +19,7 @@ def __getattr__(name: str):
     # `from megatron_mnist import submit`: the Python API's entry point, imported on first use (it imports NeMo-Run,
     # which a job that only trains does not need)
     if name in ("submit", "SubmissionError", "TaskFailed", "TaskResult"):
-        from megatron_mnist import submission
+        from megatron_mnist.launcher import submission
 
         return getattr(submission, name)
     raise AttributeError(f"module 'megatron_mnist' has no attribute {name!r}")

@@ -61,7 +61,7 @@ def plot_losses(training: list[Path], path: Path) -> None:
 
 def autoencoder(run: Path) -> dict[str, torch.Tensor] | None:
     """The trunk and decoder weights of a run's last checkpoint, when it has a decoder."""
-    from megatron_mnist.checkpoint import load_model_weights
+    from megatron_mnist.job.checkpoint import load_model_weights
 
     ckpt = last_checkpoint(run)
     if ckpt is None:

@@ -141,7 +141,7 @@ def test_a_recipe_exported_to_yaml_runs_and_trains_the_same(tmp_path):
     from_yaml, from_cli = logged(tmp_path / "from_yaml", "train_loss"), logged(tmp_path / "direct", "train_loss")
     assert len(from_yaml) == 12 and from_yaml == from_cli  # bit for bit
     wrong = launch("predict", "--yaml", str(recipe), "--yes")
-    assert wrong.returncode == 2 and "not a recipe of megatron_mnist.api.predict" in wrong.stderr
+    assert wrong.returncode == 2 and "not a recipe of megatron_mnist.job.api.predict" in wrong.stderr
 
 
 def test_a_killed_local_job_is_failed_and_bad_task_names_are_one_line(tmp_path):

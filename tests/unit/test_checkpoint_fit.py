@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from megatron_mnist.checkpoint import load_model_weights
 from megatron_mnist.checkpoint_paths import checkpoint_model, last_checkpoint, resolve_checkpoint
+from megatron_mnist.job.checkpoint import load_model_weights
+from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe
 from megatron_mnist.model.config import CONFIGS
 from megatron_mnist.model.spec import CONFIG_HEADS, TASKS
-from megatron_mnist.recipe_checks import RecipeError, check_recipe
 from recipes.finetune import finetune
 from recipes.predict import predict
 from recipes.pretrain import pretrain

@@ -4,9 +4,9 @@ import pytest
 from nemo_run.cli.api import _serialize_configuration
 from rich.console import Console
 
-from megatron_mnist.api import predict as predict_fn
-from megatron_mnist.api import train
-from megatron_mnist.config_files import ConfigFileError, load_recipe
+from megatron_mnist.job.api import predict as predict_fn
+from megatron_mnist.job.api import train
+from megatron_mnist.launcher.config_files import ConfigFileError, load_recipe
 from recipes.finetune import finetune
 from recipes.predict import predict
 from recipes.pretrain import pretrain
@@ -32,13 +32,15 @@ def test_every_recipe_round_trips_through_every_format(tmp_path, fmt, factory, t
 def test_files_that_are_not_this_commands_recipe_are_one_line(tmp_path):
     path = tmp_path / "p.yaml"
     _serialize_configuration(pretrain(), to_yaml=str(path), to_toml=None, to_json=None, console=Console(quiet=True))
-    with pytest.raises(ConfigFileError, match=r"holds 'megatron_mnist.api.train', not a recipe of .*api.predict"):
+    with pytest.raises(ConfigFileError, match=r"holds 'megatron_mnist.job.api.train', not a recipe of .*api.predict"):
         load_recipe(str(path), predict_fn)
     (tmp_path / "bad.yaml").write_text("trainer: [unclosed\n")
     with pytest.raises(ConfigFileError, match=r"bad.yaml is not valid yaml"):
         load_recipe(str(tmp_path / "bad.yaml"), train)
     with pytest.raises(ConfigFileError, match=r"missing.yaml: No such file"):
         load_recipe(str(tmp_path / "missing.yaml"), train)
-    path.write_text(path.read_text().replace("megatron_mnist.builders.trainer", "megatron_mnist.builders.nope"))
-    with pytest.raises(ConfigFileError, match=r"trainer._target_='megatron_mnist.builders.nope' cannot be imported"):
+    path.write_text(path.read_text().replace("megatron_mnist.job.builders.trainer", "megatron_mnist.job.builders.nope"))
+    with pytest.raises(
+        ConfigFileError, match=r"trainer._target_='megatron_mnist.job.builders.nope' cannot be imported"
+    ):
         load_recipe(str(path), train)

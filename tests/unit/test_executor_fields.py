@@ -9,11 +9,12 @@ import fiddle as fdl
 import nemo_run as run
 import pytest
 
-from megatron_mnist import builders, executors
-from megatron_mnist.executor_fields import FieldError, check_fields
+from megatron_mnist import executors
+from megatron_mnist.executors.fields import FieldError, check_fields
 from megatron_mnist.executors.slurm_cluster import python_envs, quote_env_values
+from megatron_mnist.job import builders
+from megatron_mnist.launcher.recipe_checks import RecipeError, check_overrides, check_run_name
 from megatron_mnist.names import NameError_, check_name
-from megatron_mnist.recipe_checks import RecipeError, check_overrides, check_run_name
 from recipes.pretrain import pretrain
 
 EVIL = "a$(touch PWNED)"
@@ -157,7 +158,7 @@ def test_every_kind_in_the_registry_builds_and_recognises_its_executor():
 
 def test_an_executor_of_another_kind_is_refused_before_anything_is_guessed():
     # before the registry, an unknown kind fell through to "this machine" and had its paths checked here
-    from megatron_mnist.submission import SubmissionError, prepare
+    from megatron_mnist.launcher.submission import SubmissionError, prepare
 
     class ElsewhereExecutor(run.LocalExecutor):  # a NeMo-Run executor class of no registered kind
         pass
@@ -172,7 +173,7 @@ def test_an_executor_of_another_kind_is_refused_before_anything_is_guessed():
 def test_a_new_kind_is_one_module_and_one_registry_entry(monkeypatch):
     # what a new kind provides is all the launcher asks of it: here a kind whose executor is a LocalExecutor subclass
     from megatron_mnist.executors.base import ExecutorKind
-    from megatron_mnist.submission import executor_shape, prepare
+    from megatron_mnist.launcher.submission import executor_shape, prepare
 
     class FourRanks(run.LocalExecutor):
         pass

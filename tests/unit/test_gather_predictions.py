@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from megatron_mnist.api import gather_predictions
+from megatron_mnist.job.api import gather_predictions
 
 
 def shard_of(rank: int, world: int, n: int = 10, micro: int = 2) -> dict:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import torch
 
-from megatron_mnist.builders import model_config
-from megatron_mnist.checkpoint import load_model_weights, resolve_checkpoint
+from megatron_mnist.job.builders import model_config
+from megatron_mnist.job.checkpoint import load_model_weights, resolve_checkpoint
 
 GPU_CHECKPOINT = Path(__file__).resolve().parents[1] / "fixtures" / "gpu_pretrain_checkpoint"
 

@@ -3,13 +3,13 @@ import math
 import pytest
 import torch
 
+from megatron_mnist.job.strategies import apply_reduction
 from megatron_mnist.model.losses import (
     ClassifierLossReduction,
     MSELossReduction,
     MSEPlusClassifierLossReduction,
     PassthroughLossReduction,
 )
-from megatron_mnist.strategies import apply_reduction
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@ import pytest
 import torch
 from megatron.core.transformer import TransformerConfig
 
-from megatron_mnist.builders import model_config
-from megatron_mnist.checkpoint import CheckpointError, load_initial_weights
+from megatron_mnist.job.builders import model_config
+from megatron_mnist.job.checkpoint import CheckpointError, load_initial_weights
 from megatron_mnist.model import losses
 from megatron_mnist.model.config import FinetuneBothConfig, FinetuneConfig, PretrainConfig
 

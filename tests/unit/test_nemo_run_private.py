@@ -1,5 +1,5 @@
-"""NeMo-Run's private names that this package uses (``megatron_mnist.nemo_run_private``): pinned, and each checked
-to exist with the shape the package relies on, so that an upgrade that moves one fails here."""
+"""NeMo-Run's private names that this package uses (``megatron_mnist.launcher.nemo_run_private``): pinned, and each
+checked to exist with the shape the package relies on, so that an upgrade that moves one fails here."""
 
 import inspect
 from importlib.metadata import version
@@ -7,7 +7,7 @@ from importlib.metadata import version
 import nemo_run as run
 from nemo_run.cli.api import RunContext
 
-from megatron_mnist import nemo_run_private as private
+from megatron_mnist.launcher import nemo_run_private as private
 
 
 def test_the_nemo_run_version_is_the_one_these_names_were_checked_against():

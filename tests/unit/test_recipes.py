@@ -6,9 +6,9 @@ import nemo_run as run
 import pytest
 import torch
 
-from megatron_mnist import builders
-from megatron_mnist.api import predict as predict_fn
-from megatron_mnist.api import train
+from megatron_mnist.job import builders
+from megatron_mnist.job.api import predict as predict_fn
+from megatron_mnist.job.api import train
 from recipes.finetune import finetune
 from recipes.pipeline import pipeline
 from recipes.predict import predict

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from megatron_mnist.recipe_checks import RecipeError, check_recipe
+from megatron_mnist.job.world import World, launcher_world
+from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe
 from megatron_mnist.run_dirs import claim_run_dir
-from megatron_mnist.world import World, launcher_world
 from recipes.pretrain import pretrain
 
 
@@ -34,7 +34,7 @@ def test_launcher_world(env, world):
 
 
 def test_the_default_global_batch_is_one_micro_batch_per_rank(monkeypatch):
-    from megatron_mnist.builders import mnist_data
+    from megatron_mnist.job.builders import mnist_data
 
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv("WORLD_SIZE", "2")

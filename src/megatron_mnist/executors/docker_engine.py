@@ -9,8 +9,8 @@ from typing import Optional
 
 import nemo_run as run
 
-from megatron_mnist.executor_fields import IMAGE, SHM_SIZE, check_env, check_mount, no_control_chars, refuse
 from megatron_mnist.executors.base import ExecutorKind
+from megatron_mnist.executors.fields import IMAGE, SHM_SIZE, check_env, check_mount, no_control_chars, refuse
 from megatron_mnist.executors.packaging import SourcePackager
 
 
@@ -88,7 +88,7 @@ def check_fields(executor: run.DockerExecutor) -> None:
 
 
 def preflight(executor: run.DockerExecutor) -> None:
-    from megatron_mnist.preflight import PreflightError
+    from megatron_mnist.launcher.preflight import PreflightError
 
     try:
         result = subprocess.run(

@@ -7,8 +7,8 @@ from typing import Optional
 
 import nemo_run as run
 
-from megatron_mnist.executor_fields import check_env
 from megatron_mnist.executors.base import ExecutorKind
+from megatron_mnist.executors.fields import check_env
 
 
 @run.cli.factory

@@ -11,7 +11,8 @@ from typing import Literal, Optional
 
 import nemo_run as run
 
-from megatron_mnist.executor_fields import (
+from megatron_mnist.executors.base import ExecutorKind
+from megatron_mnist.executors.fields import (
     HOST,
     IMAGE,
     NAME,
@@ -26,9 +27,8 @@ from megatron_mnist.executor_fields import (
     no_control_chars,
     refuse,
 )
-from megatron_mnist.executors.base import ExecutorKind
 from megatron_mnist.executors.packaging import SourcePackager
-from megatron_mnist.preflight import PreflightError
+from megatron_mnist.launcher.preflight import PreflightError
 
 
 @run.cli.factory

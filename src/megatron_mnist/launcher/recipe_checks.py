@@ -12,9 +12,9 @@ from pathlib import Path
 
 import fiddle as fdl
 
-from megatron_mnist import builders
 from megatron_mnist.checkpoint_paths import CheckpointError, checkpoint_model, resolve_checkpoint
 from megatron_mnist.data.idx import IDXError, check_idx, find_idx_file
+from megatron_mnist.job import builders
 from megatron_mnist.model.spec import CONFIG_HEADS, TASKS
 from megatron_mnist.names import NameError_, check_name
 
@@ -213,7 +213,7 @@ def check_checkpoint_fits(recipe: fdl.Buildable, checkpoint: Path, what: str, re
     spec = TASKS.get(task)
     if resuming and spec is not None and config != spec.config:
         raise RecipeError(f"{what} holds a {config} model, but model.task={task} (a {spec.config})")
-    from megatron_mnist.api import predict
+    from megatron_mnist.job.api import predict
 
     heads = spec.heads if spec is not None else set()
     skipped = _get(recipe, "model.initial_ckpt_skip_keys_with_these_prefixes")

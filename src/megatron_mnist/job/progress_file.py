@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
-from megatron_mnist.api import metric  # a device sync: every few seconds, not every step
+from megatron_mnist.job.api import metric  # a device sync: every few seconds, not every step
 from megatron_mnist.job_protocol import PROGRESS_ENV
 
 

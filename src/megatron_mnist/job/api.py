@@ -4,13 +4,13 @@ import json
 import time
 from pathlib import Path
 
-from megatron_mnist.builders import Adam
+from megatron_mnist.job.builders import Adam
 from megatron_mnist.job_protocol import RESULT_MARK
 from megatron_mnist.run_dirs import renamed_from
 
 
 def print_result(trainer, **fields) -> None:
-    """One line for the launcher's summary (``megatron_mnist.submission.job_summary``), from global rank 0."""
+    """One line for the launcher's summary (``megatron_mnist.launcher.submission.job_summary``), from global rank 0."""
     if trainer.is_global_zero:
         print(RESULT_MARK + json.dumps(fields), flush=True)
 
@@ -72,7 +72,7 @@ def train(model, data, trainer, optim: Adam, log, resume, seed: int = 1234) -> s
     from nemo.lightning.callback_group import CallbackGroup
     from nemo.lightning.pytorch.strategies import MegatronStrategy
 
-    from megatron_mnist.lightning import MNISTLightningModule
+    from megatron_mnist.job.lightning import MNISTLightningModule
 
     megatron = isinstance(trainer.strategy, MegatronStrategy)
     if megatron:
@@ -138,7 +138,7 @@ def predict(model, data, trainer, log, output: str = "predictions.pt", report: b
     import torch
     from nemo.lightning.pytorch.strategies import MegatronStrategy
 
-    from megatron_mnist.lightning import MNISTLightningModule
+    from megatron_mnist.job.lightning import MNISTLightningModule
 
     if not model.initial_ckpt_path:
         raise ValueError("predict needs model.initial_ckpt_path: the checkpoint (or run directory) to predict with")

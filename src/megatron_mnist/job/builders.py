@@ -6,7 +6,7 @@ recipe never imports torch, NeMo or Megatron (the launcher's dry run takes about
 
 The one place that knows about hardware is :func:`resolve_accelerator`: on a GPU the trainer gets
 ``nl.MegatronStrategy`` with bf16 mixed precision and the optimizer Megatron's distributed Adam; on a CPU the
-trainer gets :class:`megatron_mnist.strategies.CPUStrategy` in fp32 and the optimizer torch's Adam.
+trainer gets :class:`megatron_mnist.job.strategies.CPUStrategy` in fp32 and the optimizer torch's Adam.
 """
 
 import typing
@@ -88,7 +88,7 @@ def mnist_data(
     classic per-item DataLoader with ``num_workers`` worker processes.
     """
     from megatron_mnist.data.datamodule import MNISTDataModule
-    from megatron_mnist.world import launcher_world
+    from megatron_mnist.job.world import launcher_world
 
     for name, value in (("micro_batch_size", micro_batch_size), ("global_batch_size", global_batch_size)):
         if value is not None and value < 1:
@@ -129,8 +129,8 @@ def trainer(
     import nemo.lightning as nl
     from lightning.pytorch.callbacks import TQDMProgressBar
 
-    from megatron_mnist.preemption import SaveOnPreemption
-    from megatron_mnist.world import launcher_world
+    from megatron_mnist.job.preemption import SaveOnPreemption
+    from megatron_mnist.job.world import launcher_world
 
     if max_steps < 1:
         raise ValueError(f"trainer.max_steps={max_steps} must be a positive integer")
@@ -145,7 +145,7 @@ def trainer(
         )
     resolved = resolve_accelerator(accelerator)
     if resolved == "gpu":
-        from megatron_mnist.megatron_writer import use_forked_result_queue
+        from megatron_mnist.job.megatron_writer import use_forked_result_queue
 
         use_forked_result_queue()
         from megatron.core.distributed import DistributedDataParallelConfig
@@ -173,14 +173,14 @@ def trainer(
     else:
         from datetime import timedelta
 
-        from megatron_mnist.strategies import CPUDDPStrategy, CPUStrategy
+        from megatron_mnist.job.strategies import CPUDDPStrategy, CPUStrategy
 
         if world.size > 1:
             strategy = CPUDDPStrategy(timeout=timedelta(seconds=collective_timeout_s))
         else:
             strategy = CPUStrategy()
         plugins = None
-    from megatron_mnist.progress_file import from_environment
+    from megatron_mnist.job.progress_file import from_environment
 
     callbacks = [SaveOnPreemption(), *from_environment()]  # the launcher's live view reads the progress file
     if enable_progress_bar:
@@ -224,7 +224,7 @@ class Adam:
         if megatron:
             from megatron.core.optimizer import OptimizerConfig
 
-            from megatron_mnist.megatron_optim import MegatronAdamModule
+            from megatron_mnist.job.megatron_optim import MegatronAdamModule
 
             return MegatronAdamModule(
                 config=OptimizerConfig(
@@ -293,6 +293,6 @@ def logger(name: str = "pretrain", log_dir: str = "runs", checkpoint: bool = Tru
 
 def resume(resume_if_exists: bool = True):
     """Continue from the run directory's last checkpoint when there is one (NeMo's AutoResume, CPU-capable)."""
-    from megatron_mnist.checkpoint import Resume
+    from megatron_mnist.job.checkpoint import Resume
 
     return Resume(resume_if_exists=resume_if_exists, resume_ignore_no_checkpoint=True)

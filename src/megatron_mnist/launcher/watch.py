@@ -2,7 +2,7 @@
 (Slurm's PENDING with the reason, RUNNING, requeued), step / max_steps, the latest train and val loss, steps/s and
 the time left.
 
-Read from what the job writes: ``progress.json`` in the task's job directory (``megatron_mnist.progress_file``),
+Read from what the job writes: ``progress.json`` in the task's job directory (``megatron_mnist.job.progress_file``),
 read here or through the SSH tunnel, and Slurm's own ``scontrol`` — no network service, so it works the same on
 every executor. On a terminal the lines are redrawn in place; otherwise (CI, ``| tee``) a plain line per task is
 printed every ``MEGATRON_MNIST_PROGRESS_EVERY`` seconds (default 10).

@@ -20,10 +20,10 @@ from torchx.specs import AppState
 
 from megatron_mnist import executors
 from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, RESULT_MARK
-from megatron_mnist.nemo_run_private import QuietExperiment, dryrun_info, experiment_dir, experiment_id
-from megatron_mnist.preflight import PreflightError, check_executor, check_executor_fields, check_name
-from megatron_mnist.recipe_checks import RecipeError, check_recipe, check_run_name
-from megatron_mnist.watch import ProgressView, attach, remote_job_dir
+from megatron_mnist.launcher.nemo_run_private import QuietExperiment, dryrun_info, experiment_dir, experiment_id
+from megatron_mnist.launcher.preflight import PreflightError, check_executor, check_executor_fields, check_name
+from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe, check_run_name
+from megatron_mnist.launcher.watch import ProgressView, attach, remote_job_dir
 
 console = Console()
 LOG_TAIL_LINES = 40

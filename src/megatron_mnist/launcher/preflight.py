@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from megatron_mnist import names
-from megatron_mnist.executor_fields import FieldError, check_fields
+from megatron_mnist.executors.fields import FieldError, check_fields
 
 
 class PreflightError(ValueError):
@@ -25,7 +25,7 @@ def check_name(name: str, what: str = "name") -> None:
 
 
 def check_executor_fields(executor) -> None:
-    """What each field may hold (``megatron_mnist.executor_fields``): never skipped, like names."""
+    """What each field may hold (``megatron_mnist.executors.fields``): never skipped, like names."""
     try:
         check_fields(executor)
     except FieldError as e:

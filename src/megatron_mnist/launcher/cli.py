@@ -1,0 +1,569 @@
+"""megatron-mnist launcher: NeMo-Run's CLI over this package's recipes.
+
+    python launch.py pretrain trainer.max_steps=50 --dryrun      # show the config and the command, run nothing
+    python launch.py pretrain --yes                              # train on the embedded sample, local executor
+    python launch.py finetune model.initial_ckpt_path=runs/pretrain --yes
+    python launch.py predict model.initial_ckpt_path=runs/finetune --yes
+    python launch.py pipeline --yes                              # pretrain -> finetune -> predict
+    python launch.py pretrain executor=slurm executor.partition=debug --yes --detach
+    python launch.py status EXPERIMENT_ID                        # also: list, logs, cancel
+    python launch.py report runs/pipeline                        # pictures and index.html of the runs
+    python launch.py pretrain --sweep optim.lr=1e-3,1e-4 data.micro_batch_size=32,64 --yes   # 4 tasks, a table
+    python launch.py check finetune executor=slurm executor.partition=debug   # every pre-submit check, no submit
+
+Overrides are NeMo-Run's dotted syntax on the recipe (``data.micro_batch_size=32``, ``optim.lr=3e-4``) and on the
+executor (``executor=docker executor.num_gpus=1``); the recipe factory's own arguments go through
+``--factory "pretrain(max_steps=50, name='try2')"``. Use the long options: NeMo-Run binds ``-y`` both to
+``--yaml`` and to ``--yes``.
+
+Nothing here imports the training stack (NeMo's Lightning side, Megatron): that happens in the job.
+"""
+
+import csv
+import difflib
+import inspect
+import itertools
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+
+# torch (imported by NeMo-Run) warns about pynvml on every start: noise on the console, nothing a user can act on
+warnings.filterwarnings("ignore", message="The pynvml package is deprecated")
+import fiddle as fdl  # noqa: E402
+
+from megatron_mnist.launcher.lean_nemo_run import import_nemo_run  # noqa: E402
+
+run = import_nemo_run()  # before anything else imports it: without torch and the Lepton client (a second saved)
+import typer  # noqa: E402
+from nemo_run.cli.api import Entrypoint, RunContext, RunContextError  # noqa: E402
+from nemo_run.cli.cli_parser import parse_cli_args  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from megatron_mnist import executors  # noqa: E402  (executors registers executor=local|...)
+from megatron_mnist.job.api import predict, train  # noqa: E402
+from megatron_mnist.job.builders import MAX_STEPS  # noqa: E402
+from megatron_mnist.launcher import nemo_run_private  # noqa: E402
+from megatron_mnist.launcher.config_files import ConfigFileError, load_recipe  # noqa: E402
+from megatron_mnist.launcher.preflight import PreflightError, check_name  # noqa: E402
+from megatron_mnist.launcher.recipe_checks import RecipeError, check_overrides  # noqa: E402
+from megatron_mnist.launcher.submission import (  # noqa: E402
+    SubmissionError,
+    dryrun,
+    executor_shape,
+    job_files,
+    job_location,
+    job_summary,
+    logs_of,
+    prepare,
+    run_stages,
+    summary_lines,
+)
+from megatron_mnist.launcher.watch import ProgressView  # noqa: E402
+from recipes.finetune import finetune  # noqa: E402
+from recipes.pipeline import pipeline as pipeline_stages  # noqa: E402
+from recipes.predict import predict as predict_recipe  # noqa: E402
+from recipes.pretrain import pretrain  # noqa: E402
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    """One line on stderr, exit status 2: bad input, found before anything ran."""
+    errors.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+def prepare_submission(name: str, executor, stages: dict[str, run.Partial], skip_checks: bool = False) -> None:
+    """``megatron_mnist.submit.prepare``: the first problem is one line and exit status 2, nothing created."""
+    try:
+        prepare(name, executor, stages, skip_checks=skip_checks)
+    except SubmissionError as e:
+        fail(str(e))
+
+
+def announce(stages: dict[str, run.Partial], executor) -> None:
+    """One short line per task before it is submitted (the whole config and script: --dryrun)."""
+    ranks = executor_shape(executor)
+    for name, task in stages.items():
+        log = getattr(task, "log", None)
+        where = f"run folder {Path(log.log_dir) / log.name}" if log is not None else ""
+        console.print(
+            f"{name}: {task.__fn_or_cls__.__name__} on {type(executor).__name__} "
+            f"({ranks[0] * ranks[1]} rank(s)), {where}  (--dryrun shows the full config and submission)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def exit_status(results: dict) -> int:
+    """0 when every task succeeded (or was submitted with --detach), else 1."""
+    return 0 if all(r.state in ("SUCCEEDED", "SUBMITTED") for r in results.values()) else 1
+
+
+class LaunchContext(RunContext):
+    """NeMo-Run's run context, with checks before submitting and a launch that reports failures."""
+
+    def cli_execute(self, fn, args, entrypoint_type="task"):
+        # NeMo-Run 0.11 takes the executor as `run.executor=...` and rejects every key that merely starts with "run"
+        # (NVIDIA-NeMo/Run#604). Take `executor=`/`executor.*`/`run.*` exactly; everything else is the recipe's.
+        args, self.sweep_axes = split_sweep(args)
+        # --skip-checks: submit without the checks (`launch.py check` runs them alone), e.g. when the data or a
+        # checkpoint only exists where the job runs
+        self.skip_checks = "--skip-checks" in args
+        args = [a for a in args if a != "--skip-checks"]
+        try:
+            check_name(self.name, "--name")
+        except PreflightError as e:
+            fail(str(e))
+        run_args, task_args = [], []
+        for arg in args:
+            if arg.startswith("run."):
+                run_args.append(arg[len("run.") :])
+            elif arg.startswith(("executor=", "executor.", "plugins=", "plugins.")):
+                run_args.append(arg)
+            else:
+                task_args.append(arg)
+        if any(a.startswith("executor.") for a in run_args) and not any(a.startswith("executor=") for a in run_args):
+            run_args.insert(0, "executor=local")  # settings for the default executor
+        try:
+            self.parse_args(run_args)
+        except (RunContextError, ValueError, TypeError, AttributeError) as e:  # NeMo-Run's parser errors included
+            fail(str(e).splitlines()[0])
+        self._execute_task(fn, task_args)
+
+    def parse_executor(self, name: str, *args: str):
+        """``executor=NAME``: one of this package's factories. ``executor.KEY=VALUE`` sets the factory's argument
+        KEY where it has one (``image``, ``python_env``, ``tunnel`` ...), else the executor's field
+        (``partition``, ``time``, ``env_vars`` ...)."""
+        factory = executors.FACTORIES.get(name)
+        if factory is None:
+            fail(f"executor={name!r} is not one of {', '.join(executors.FACTORIES)}")
+        params = inspect.signature(factory).parameters
+        key = {a: re.split(r"[.=\[+*/-]", a, maxsplit=1)[0] for a in args}
+        own = [a for a in args if key[a] in params]
+        try:
+            factory_config = parse_cli_args(run.Partial(factory), own)
+            executor_config = fdl.build(factory_config)()
+        except Exception as e:  # the factory's own ValueErrors, NeMo-Run's parser errors
+            fail(str(e).splitlines()[0])
+        fields = set(inspect.signature(executor_config.__fn_or_cls__).parameters)
+        for arg in args:
+            if arg not in own and key[arg] not in fields:
+                known = sorted(set(params) | fields)
+                near = difflib.get_close_matches(key[arg], known, n=1)
+                hint = f"did you mean executor.{near[0]}?" if near else f"settings: {', '.join(params)}"
+                fail(f"unknown executor setting executor.{key[arg]} for executor={name}: {hint}")
+        try:
+            return parse_cli_args(executor_config, [a for a in args if a not in own])
+        except Exception as e:
+            fail(str(e).splitlines()[0])
+
+    recipe_factory = None  # set per command below: the recipe whose keys the overrides must name
+    check_only = False  # `launch.py check`: run every check a submission runs, then stop
+    skip_checks = False  # `--skip-checks`: submit without them
+    sweep_axes: list = []  # `--sweep KEY=V1,V2 ...`: one task per combination
+
+    def parse_fn(self, fn, args, **kwargs):
+        """The recipe: the command's factory with the overrides, or, with ``--yaml FILE``, the recipe in FILE (as
+        ``--to-yaml``/``--to-toml``/``--to-json`` wrote it) with the overrides on top."""
+        if not self.yaml:
+            return super().parse_fn(fn, args, **kwargs)
+        try:
+            task = load_recipe(self.yaml, fn)
+        except ConfigFileError as e:
+            fail(str(e))
+        return parse_cli_args(task, args) if args else task
+
+    def _execute_task(self, fn, task_args):
+        try:
+            check_overrides(self.recipe_factory(), [a for a in task_args if "=" in a])
+        except RecipeError as e:
+            fail(str(e))
+        if self.sweep_axes:
+            return self._execute_sweep(fn, task_args)
+        try:
+            task = self.parse_fn(fn, task_args)
+        except (ValueError, TypeError, AttributeError) as e:  # NeMo-Run's parser errors (one line, exit 2)
+            fail(str(e).splitlines()[0])
+        if any([self.to_yaml, self.to_toml, self.to_json]):
+            nemo_run_private.serialize_configuration(
+                task, self.to_yaml, self.to_toml, self.to_json, console=console, verbose=True
+            )
+            return
+        stages = {self.name: task}
+        prepare_submission(self.name, self.executor, stages, skip_checks=self.skip_checks and not self.check_only)
+        if self.check_only:
+            executor = type(self.executor).__name__
+            console.print(f"check: {self.name} on {executor}: ok — nothing submitted", highlight=False)
+            return
+        if self.dryrun:
+            dryrun(self.name, stages, self.executor)
+            return
+        announce(stages, self.executor)
+        if not nemo_run_private.should_continue(self, self.skip_confirmation):
+            return
+        sys.exit(
+            exit_status(
+                run_stages(
+                    self.name, stages, self.executor, direct=self.direct, detach=self.detach, tail_logs=self.tail_logs
+                )
+            )
+        )
+
+    def _execute_sweep(self, fn, task_args):
+        """One task per combination of the axes' values, run side by side as one experiment; then a table of the
+        final val losses (also written as CSV beside the runs)."""
+        keys = [key for key, _ in self.sweep_axes]
+        combos = list(itertools.product(*(values for _, values in self.sweep_axes)))
+        try:
+            for combo in combos:
+                check_overrides(self.recipe_factory(), [f"{k}={v}" for k, v in zip(keys, combo, strict=True)])
+        except RecipeError as e:
+            fail(f"--sweep: {e}")
+        given = dict(a.split("=", 1) for a in task_args if a.startswith("log.log_dir="))
+        out = Path(pipeline_output_dir(given.get("log.log_dir", "runs"), self.executor)) / self.name
+        stages = {}
+        for index, combo in enumerate(combos):
+            name = f"{self.name}-{index}"
+            extra = [f"{k}={v}" for k, v in zip(keys, combo, strict=True)]
+            stages[name] = self.parse_fn(fn, [*task_args, *extra, f"log.log_dir={out}", f"log.name={name}"])
+        prepare_submission(self.name, self.executor, stages, skip_checks=self.skip_checks)
+        if self.dryrun:
+            dryrun(self.name, stages, self.executor)
+            return
+        console.print(f"sweep {self.name}: {len(stages)} tasks over {', '.join(keys)}; runs in {out}")
+        if not nemo_run_private.should_continue(self, self.skip_confirmation):
+            return
+        results = run_stages(self.name, stages, self.executor, direct=self.direct, detach=self.detach, sequential=False)
+        if not self.detach:
+            sweep_table(out, keys, dict(zip(stages, combos, strict=True)))
+        sys.exit(exit_status(results))
+
+
+def split_sweep(args: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """``--sweep KEY=V1,V2 [KEY=V1,V2 ...]``: the axes (the arguments after --sweep up to the first that is not
+    KEY=V1,V2,... with two values or more), and the other arguments."""
+    if "--sweep" not in args:
+        return args, []
+    at = args.index("--sweep")
+    axes, end = [], at + 1
+    while end < len(args) and re.fullmatch(r"[\w.]+=[^\[\]{},]+(,[^\[\]{},]+)+", args[end]):
+        key, values = args[end].split("=", 1)
+        axes.append((key, values.split(",")))
+        end += 1
+    if not axes:
+        fail("--sweep: expected KEY=V1,V2[,...] after it, e.g. --sweep optim.lr=1e-3,1e-4 data.micro_batch_size=32,64")
+    return args[:at] + args[end:], axes
+
+
+def sweep_table(out: Path, keys: list[str], combos: dict[str, tuple]) -> None:
+    """Final val loss of each task, printed and written to OUT/sweep.csv."""
+    from rich.table import Table
+
+    from megatron_mnist.run_logs import logged
+
+    table = Table("task", *keys, "final val_loss", "at step")
+    rows = []
+    for name, combo in combos.items():
+        val = logged(out / name, "val_loss") if (out / name).is_dir() else []
+        last = val[-1] if val else ("", "")
+        rows.append([name, *combo, *(str(x) for x in (last[1], last[0]))])
+        table.add_row(*rows[-1])
+    console.print(table)
+    if out.is_dir():
+        with open(out / "sweep.csv", "w", newline="") as f:
+            csv.writer(f).writerows([["task", *keys, "final_val_loss", "step"], *rows])
+        console.print(f"sweep table: {out / 'sweep.csv'}", highlight=False, soft_wrap=True)
+
+
+def parse_executor(args: list[str]):
+    """``executor=NAME executor.key=value ...`` from extra arguments (default: local); the rest of the arguments."""
+    name, executor_args, rest = nemo_run_private.parse_prefixed_args(args, "executor")
+    try:
+        config = LaunchContext(name="pipeline").parse_executor(name or "local", *executor_args)
+    except (RunContextError, ValueError) as e:
+        fail(str(e).splitlines()[0])
+    return fdl.build(config), rest
+
+
+DEFAULT_EXECUTOR = executors.local()
+RECIPES = [
+    ("pretrain", train, pretrain, "Pretrain the autoencoder (MSE)."),
+    ("finetune", train, finetune, "Finetune a pretrained trunk as a digit classifier."),
+    ("predict", predict, predict_recipe, "Predict the held-out digits; writes predictions.pt and metrics.json."),
+]
+
+app = typer.Typer(
+    help=__doc__.split("\n\n")[0] + "\n\nRecipes: pretrain, finetune, predict; pipeline runs all three; list, "
+    "status, logs and cancel manage experiments; check runs a submission's checks; report draws runs. "
+    "`python launch.py RECIPE --help` lists a recipe's options; "
+    "`--dryrun` shows its full config and what would be submitted.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+for _name, _fn, _factory, _help in RECIPES:
+    _entrypoint = Entrypoint(
+        _fn,
+        namespace="megatron_mnist",
+        name=_name,
+        default_factory=_factory,
+        default_executor=DEFAULT_EXECUTOR,
+        help_str=_help + "\n\n" + _factory.__doc__,
+        run_ctx_cls=type(f"{_name.title()}Context", (LaunchContext,), {"recipe_factory": staticmethod(_factory)}),
+    )
+    nemo_run_private.add_command(_entrypoint, app)
+
+
+def pipeline_output_dir(log_dir: str, executor) -> str:
+    """One folder all stages can reach, so finetune finds pretrain's checkpoint wherever the jobs run."""
+    return executors.kind_of(executor).shared_dir(log_dir, executor)  # (Docker: prepare_submission mounts it)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def pipeline(
+    ctx: typer.Context,
+    name: str = typer.Option("pipeline", help="folder under --log-dir for the three runs; the experiment's title"),
+    log_dir: str = typer.Option("runs", help="where run folders go"),
+    accelerator: str = typer.Option("auto", help="auto, gpu or cpu"),
+    max_steps: int = typer.Option(MAX_STEPS, help="optimizer steps of pretrain and of finetune"),
+    dryrun_: bool = typer.Option(False, "--dryrun", help="print the configs and what would be submitted"),
+    direct: bool = typer.Option(False, "--direct", help="run in this process instead of through an executor"),
+    detach: bool = typer.Option(False, "--detach", help="submit and return (Slurm: the stages are dependent jobs)"),
+    yes: bool = typer.Option(False, "--yes", help="do not ask before launching"),
+):
+    """Run pretrain -> finetune -> predict as one experiment, on any executor.
+
+    Extra arguments choose the executor (`executor=slurm executor.partition=debug`) and override a stage's
+    recipe (`pretrain.trainer.max_steps=50 finetune.optim.lr=3e-4`).
+    """
+    try:
+        check_name(name, "--name")
+    except PreflightError as e:
+        fail(str(e))
+    executor, overrides = parse_executor(ctx.args)
+    stages = pipeline_stages(
+        name=name, log_dir=pipeline_output_dir(log_dir, executor), accelerator=accelerator, max_steps=max_steps
+    )
+    for override in overrides:
+        stage, _, rest = override.partition(".")
+        if stage not in stages or not rest:
+            fail(f"{override!r}: expected STAGE.KEY=VALUE with STAGE one of {', '.join(stages)}, or executor=...")
+        try:
+            check_overrides(stages[stage], [rest])
+            parse_cli_args(stages[stage], [rest], stages[stage])
+        except Exception as e:
+            fail(f"{stage}: {e}" if isinstance(e, RecipeError) else str(e).splitlines()[0])
+    prepare_submission(name, executor, stages, skip_checks=direct)
+    if dryrun_:
+        dryrun(name, stages, executor)
+        return
+    announce(stages, executor)
+    if not yes and not typer.confirm("Launch the pipeline?"):
+        return
+    sys.exit(exit_status(run_stages(name, stages, executor, direct=direct, detach=detach)))
+
+
+def load_experiment(experiment_id: str) -> run.Experiment:
+    try:
+        return run.Experiment.from_id(experiment_id)
+    except (AssertionError, FileNotFoundError, ValueError):
+        fail(
+            f"experiment {experiment_id!r} not found under {run.config.get_nemorun_home()}/experiments "
+            f"(python launch.py list shows them)"
+        )
+
+
+def pick_jobs(exp: run.Experiment, task: str | None) -> list:
+    jobs = [job for job in exp.jobs if task in (None, job.id)]
+    if not jobs:
+        tasks = ", ".join(job.id for job in exp.jobs)
+        fail(f"experiment {nemo_run_private.experiment_id(exp)} has no task {task!r} (its tasks: {tasks})")
+    return jobs
+
+
+def task_states(exp: run.Experiment) -> dict[str, str]:
+    """Each task's state in the experiment's order. NeMo-Run's local scheduler forgets its jobs when the launcher
+    exits, and answers RUNNING for a job that was killed with it: a local job whose process is gone is FAILED,
+    unless its log ends with its result (then it SUCCEEDED)."""
+    reported = exp.status(return_dict=True) or {}
+    states = {}
+    for job in exp.jobs:
+        state = str(reported.get(job.id, {}).get("status", "UNKNOWN")).split(".")[-1]
+        if isinstance(job.executor, run.LocalExecutor) and state in ("RUNNING", "PENDING", "UNKNOWN", "SUBMITTED"):
+            if not local_job_alive(Path(job.executor.job_dir)):
+                _, files = job_files(job.executor)
+                state = "SUCCEEDED" if job_summary(Path(job.executor.job_dir), files) else "FAILED"
+        states[job.id] = state
+    return states
+
+
+def local_job_alive(job_dir: Path) -> bool:
+    """A process of this machine runs the job (its command line names the job directory's config)."""
+    needle = str(job_dir).encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle in cmdline.read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@app.command("list")
+def list_experiments(title: str = typer.Argument("", help="only experiments with this title")):
+    """List the experiments NeMo-Run recorded, oldest first: id, state of each task, start time, duration, folder."""
+    from datetime import datetime
+
+    home = Path(run.config.get_nemorun_home()) / "experiments"
+    titles = [title] if title else sorted(p.name for p in home.iterdir() if p.is_dir()) if home.is_dir() else []
+    rows = []
+    for t in titles:
+        for experiment_id in run.Experiment.catalog(t):
+            folder = home / t / experiment_id
+            started = datetime.fromtimestamp(int(experiment_id.rpartition("_")[2]) / 1e9)
+            done = folder / nemo_run_private.DONE_FILE
+            took = f"{done.stat().st_mtime - started.timestamp():.0f} s" if done.exists() else "-"
+            try:
+                states = ", ".join(f"{k} {v}" for k, v in task_states(run.Experiment.from_id(experiment_id)).items())
+            except Exception as e:  # an experiment folder NeMo-Run cannot load any more
+                states = f"unreadable ({type(e).__name__})"
+            rows.append(
+                (started, f"{experiment_id}  {states}  started {started:%Y-%m-%d %H:%M:%S}  took {took}  {folder}")
+            )
+    for _, line in sorted(rows):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def status(experiment_id: str):
+    """Each task's state, job id and job directory, in the experiment's order."""
+    exp = load_experiment(experiment_id)
+    reported = exp.status(return_dict=True) or {}
+    for name, state in task_states(exp).items():
+        job = next(j for j in exp.jobs if j.id == name)
+        where = job_location(job.executor)
+        console.print(
+            f"{name}: {state}  job id: {reported.get(name, {}).get('job_id')}  job dir: {where}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def watch(
+    experiment_id: str,
+    every: float = typer.Option(None, help="seconds between updates (default: 1 on a terminal, else 10)"),
+):
+    """Follow a (detached) experiment: one live line per task — state, step, losses, steps/s, time left — until every
+    task has ended; then each task's state and run summary. Exit status 0 only if every task succeeded."""
+    exp = load_experiment(experiment_id)
+    view = ProgressView(exp, states=task_states)
+    if every:
+        view.every = every
+    view.start()
+    try:
+        while not all(state in ENDED for state in task_states(exp).values()):
+            time.sleep(max(view.every, 2.0))
+    finally:
+        view.stop()
+    failed = False
+    for job in exp.jobs:
+        state = task_states(exp)[job.id]
+        where, files = job_files(job.executor)
+        failed |= state != "SUCCEEDED"
+        console.print(f"{job.id}: {state}  job dir: {where}", highlight=False, soft_wrap=True)
+        for line in summary_lines(job_summary(Path(job.executor.job_dir), files)):
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
+    sys.exit(1 if failed else 0)
+
+
+ENDED = ("SUCCEEDED", "FAILED", "CANCELLED", "UNKNOWN")
+
+
+@app.command()
+def logs(experiment_id: str, task: str = typer.Argument(None, help="a task name (default: every task)")):
+    """Print a task's log (read through the SSH tunnel for a remote cluster)."""
+    exp = load_experiment(experiment_id)
+    for job in pick_jobs(exp, task):
+        where, files = job_files(job.executor)
+        found = logs_of(files)
+        if not found:
+            console.print(f"{job.id}: no log yet under {where}", highlight=False, soft_wrap=True)
+        for path, text in found.items():
+            console.print(f"[bold cyan]== {job.id}: {path}[/bold cyan]", soft_wrap=True)
+            print(text, end="")
+
+
+@app.command()
+def cancel(experiment_id: str, task: str = typer.Argument(None, help="a task name (default: every task)")):
+    """Cancel the experiment's tasks that are still queued or running."""
+    exp = load_experiment(experiment_id)
+    for job in pick_jobs(exp, task):
+        exp.cancel(job.id)
+        console.print(f"{job.id}: cancel requested", highlight=False)
+
+
+@app.command("compare")
+def compare_runs(run_a: Path, run_b: Path, column: str = typer.Option("train_loss", help="the CSV column")):
+    """Compare two run directories' per-step metric (e.g. the same recipe and seed on two executors).
+
+    Exit status 0 when they logged the same values at the same steps, bit for bit; 1 otherwise.
+    """
+    from megatron_mnist.run_logs import compare
+
+    same, account = compare(run_a, run_b, column)
+    console.print(account, highlight=False)
+    sys.exit(0 if same else 1)
+
+
+@app.command("check", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def check(
+    ctx: typer.Context,
+    recipe: str = typer.Argument(..., help="pretrain, finetune or predict"),
+    factory: str = typer.Option(None, "--factory", help="the recipe factory's call, as for the recipe commands"),
+):
+    """Run the checks every submission runs, and submit nothing: override keys and types, sizes and batch
+    divisibility, data and checkpoint paths, GPUs, the executor (Slurm partition, its GPUs and time limit; Docker
+    image; SSH host). Takes the recipe's overrides and executor=... settings. Exit 0 when all pass; else one line
+    naming the problem and exit 2."""
+    commands = {name: (fn, recipe_factory) for name, fn, recipe_factory, _ in RECIPES}
+    if recipe not in commands:
+        fail(f"check: unknown recipe {recipe!r} (expected one of {', '.join(commands)})")
+    fn, recipe_factory = commands[recipe]
+    context_cls = type("CheckContext", (LaunchContext,), {"recipe_factory": staticmethod(recipe_factory)})
+    context = context_cls(name=recipe, factory=factory or recipe_factory)
+    context.check_only = True
+    context.executor = DEFAULT_EXECUTOR
+    try:
+        context.cli_execute(fn, ctx.args)
+    except (RunContextError, ValueError) as e:
+        fail(str(e).splitlines()[0])
+
+
+@app.command("report")
+def report(
+    run_dir: Path,
+    out: Path = typer.Option(None, help="where the pictures and index.html go (default: RUN_DIR/report)"),
+):
+    """Pictures of runs and an index.html: loss curves, digits and reconstructions, the 3-d embedding, the confusion
+    matrix. RUN_DIR is a run folder or a folder of runs (e.g. runs/pipeline)."""
+    from megatron_mnist.report import write_report
+
+    try:
+        index = write_report(run_dir, out)
+    except FileNotFoundError as e:
+        fail(str(e))
+    console.print(f"report: {index}", highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    """The console entry point: ``python launch.py`` and the installed ``megatron-mnist`` command."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
