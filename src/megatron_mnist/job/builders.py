@@ -31,6 +31,34 @@ VAL_CHECK_INTERVAL = 50
 ACCELERATORS = typing.get_args(Accelerator)
 
 
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+# Each value constraint of the builders' arguments, declared once: the builders check it on the node (a recipe
+# composed in Python never met the launcher), the launcher's pre-submit checks (launcher/recipe_checks.py) before
+# anything is submitted. Constraints that need the data or the ranks (val_size against the dataset, the global
+# batch against the ranks) are checked where those are known.
+CONSTRAINTS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
+    "trainer.max_steps": (_positive_int, "must be a positive integer"),
+    "trainer.devices": (_positive_int, "must be a positive integer"),
+    "trainer.num_nodes": (_positive_int, "must be a positive integer"),
+    "data.micro_batch_size": (_positive_int, "must be a positive integer"),
+    "data.global_batch_size": (_positive_int, "must be a positive integer"),
+    "data.val_size": (_positive_int, "must be a positive integer"),
+    "data.num_workers": (lambda v: isinstance(v, int) and v >= 0, "must be 0 or more"),
+    "model.hidden_size": (_positive_int, "must be a positive integer"),
+    "optim.lr": (lambda v: isinstance(v, (int, float)) and v > 0, "must be positive"),
+}
+
+
+def check_value(key: str, value) -> None:
+    """ValueError naming ``key=value`` and what it must be, unless ``value`` is None (unset) or meets its constraint."""
+    holds, expected = CONSTRAINTS[key]
+    if value is not None and not holds(value):
+        raise ValueError(f"{key}={value!r} {expected}")
+
+
 def resolve_accelerator(accelerator: str) -> str:
     """ "auto" → "gpu" where CUDA is visible, else "cpu"; "gpu" without a GPU is an error."""
     import torch
@@ -62,8 +90,7 @@ def model_config(
     spec_of(task)  # the task's name checked before the model code is imported
     from megatron_mnist.model.config import CONFIGS
 
-    if hidden_size < 1:
-        raise ValueError(f"model.hidden_size={hidden_size} must be a positive integer")
+    check_value("model.hidden_size", hidden_size)
     kwargs = {"hidden_size": hidden_size, "initial_ckpt_path": initial_ckpt_path}
     if initial_ckpt_skip_keys_with_these_prefixes is not None:
         kwargs["initial_ckpt_skip_keys_with_these_prefixes"] = list(initial_ckpt_skip_keys_with_these_prefixes)
@@ -90,9 +117,9 @@ def mnist_data(
     from megatron_mnist.data.datamodule import MNISTDataModule
     from megatron_mnist.job.world import launcher_world
 
-    for name, value in (("micro_batch_size", micro_batch_size), ("global_batch_size", global_batch_size)):
-        if value is not None and value < 1:
-            raise ValueError(f"data.{name}={value} must be a positive integer")
+    for name, value in (("micro_batch_size", micro_batch_size), ("global_batch_size", global_batch_size),
+                        ("val_size", val_size), ("num_workers", num_workers)):  # fmt: skip
+        check_value(f"data.{name}", value)
     if global_batch_size is None:
         # one micro-batch per data-parallel rank (every rank is data parallel: no tensor or pipeline parallelism)
         global_batch_size = micro_batch_size * launcher_world().size
@@ -132,8 +159,8 @@ def trainer(
     from megatron_mnist.job.preemption import SaveOnPreemption
     from megatron_mnist.job.world import launcher_world
 
-    if max_steps < 1:
-        raise ValueError(f"trainer.max_steps={max_steps} must be a positive integer")
+    for name, value in (("max_steps", max_steps), ("devices", devices), ("num_nodes", num_nodes)):
+        check_value(f"trainer.{name}", value)
     world = launcher_world()
     devices = world.ranks_per_node if devices is None else devices
     num_nodes = world.nodes if num_nodes is None else num_nodes
@@ -218,8 +245,7 @@ class Adam:
 
     def module(self, megatron: bool):
         """Megatron's distributed Adam (bf16 params, fp32 main weights) under MegatronStrategy, torch's elsewhere."""
-        if self.lr <= 0:
-            raise ValueError(f"optim.lr={self.lr} must be positive")
+        check_value("optim.lr", self.lr)
 
         if megatron:
             from megatron.core.optimizer import OptimizerConfig

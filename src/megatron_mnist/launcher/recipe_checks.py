@@ -1,6 +1,7 @@
 """Checks of a composed recipe and of CLI overrides, made before anything runs: one line each, naming the bad value
 and what was expected. Cheap: they read the recipe's ``run.Config`` values and the files it names, and import
-neither torch nor NeMo. (The builders repeat the essential ones on the node, for recipes composed in Python.)
+neither torch nor NeMo. The value constraints are the builders' (``builders.CONSTRAINTS``), which check them again
+on the node, for recipes composed in Python.
 """
 
 import difflib
@@ -120,24 +121,11 @@ def check_recipe(
             written by an earlier stage of the same pipeline).
         executor_gpus: GPUs the executor gives each task (None: this machine's, for the local executor).
     """
-    for key in (
-        "trainer.max_steps",
-        "trainer.devices",
-        "trainer.num_nodes",
-        "data.micro_batch_size",
-        "data.global_batch_size",
-        "data.val_size",
-        "model.hidden_size",
-    ):
-        value = _get(recipe, key)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise RecipeError(f"{key}={value!r} must be a positive integer")
-    workers = _get(recipe, "data.num_workers")
-    if workers is not None and workers < 0:
-        raise RecipeError(f"data.num_workers={workers} must be 0 or more")
-    lr = _get(recipe, "optim.lr")
-    if lr is not None and not lr > 0:
-        raise RecipeError(f"optim.lr={lr!r} must be positive")
+    for key in builders.CONSTRAINTS:  # the builders' own constraints, declared there once
+        try:
+            builders.check_value(key, _get(recipe, key))
+        except ValueError as e:
+            raise RecipeError(str(e)) from None
     for key, launched, executor_key in (
         ("trainer.devices", ranks[0], "executor.ntasks_per_node"),
         ("trainer.num_nodes", ranks[1], "executor.nodes"),
