@@ -32,9 +32,10 @@ TASKS: dict[str, TaskSpec] = {
     ),
 }
 
-# the same names as types, for the recipes' and builders' signatures (NeMo-Run's CLI checks values against them)
-Task = Literal["pretrain", "finetune", "finetune_both"]
-FinetuneTask = Literal["finetune", "finetune_both"]
+# the same names as types, for the recipes' and builders' signatures (NeMo-Run's CLI and the pre-submit checks read
+# the choices from them); made from the table, so a task added there is a choice everywhere
+Task = Literal[tuple(TASKS)]  # type: ignore[valid-type]
+FinetuneTask = Literal[tuple(t for t, spec in TASKS.items() if CLASSIFIER in spec.heads)]  # type: ignore[valid-type]
 CONFIG_HEADS: dict[str, frozenset[str]] = {spec.config: spec.heads for spec in TASKS.values()}
 
 
