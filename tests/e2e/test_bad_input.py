@@ -63,6 +63,9 @@ pytestmark = pytest.mark.slow
         (["pretrain", "--name", "../x"], "--name='../x' is not a valid name"),
         (["pretrain", "--name", "../x", "--dryrun"], "--name='../x' is not a valid name"),
         (["pretrain", "data.micro_batch_size=-3", "--dryrun"], "data.micro_batch_size=-3 must be a positive integer"),
+        # NeMo-Run's parser errors (a CLIException, not a ValueError) came out as its own nested lines, exit 1
+        (["finetune", "--factory", "finetune(task='pretrain')"], "Expected one of ('finetune', 'finetune_both')"),
+        (["pretrain", "--sweep", "optim.lr=1e-3,abc"], "--sweep: optim.lr='abc' is not a number"),
     ],
 )
 def test_one_clear_line_and_nothing_runs(args, message, tmp_path):

@@ -23,6 +23,7 @@ import csv
 import difflib
 import inspect
 import itertools
+import logging
 import re
 import sys
 import time
@@ -31,6 +32,8 @@ from pathlib import Path
 
 # torch (imported by NeMo-Run) warns about pynvml on every start: noise on the console, nothing a user can act on
 warnings.filterwarnings("ignore", message="The pynvml package is deprecated")
+# NeMo-Run's argument parser logs each error before raising it, with its context dicts: we print the one line
+logging.getLogger("nemo_run.cli.cli_parser").setLevel(logging.CRITICAL)
 import fiddle as fdl  # noqa: E402
 
 from megatron_mnist.launcher.lean_nemo_run import import_nemo_run  # noqa: E402
@@ -38,7 +41,7 @@ from megatron_mnist.launcher.lean_nemo_run import import_nemo_run  # noqa: E402
 run = import_nemo_run()  # before anything else imports it: without torch and the Lepton client (a second saved)
 import typer  # noqa: E402
 from nemo_run.cli.api import Entrypoint, RunContext, RunContextError  # noqa: E402
-from nemo_run.cli.cli_parser import parse_cli_args  # noqa: E402
+from nemo_run.cli.cli_parser import CLIException, parse_cli_args  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from megatron_mnist import executors  # noqa: E402  (executors registers executor=local|...)
@@ -68,6 +71,14 @@ from recipes.pretrain import pretrain  # noqa: E402
 
 console = Console()
 errors = Console(stderr=True)
+
+
+def parse_error(e: Exception) -> str:
+    """One line from a NeMo-Run parser error: they wrap the cause in messages that repeat it with their context
+    dicts (``Error processing argument ... (Argument: ..., Context: {...})``); the innermost cause says it once."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return str(e).splitlines()[0].split(" (Argument: ")[0] if str(e) else type(e).__name__
 
 
 def fail(message: str) -> None:
@@ -130,8 +141,8 @@ class LaunchContext(RunContext):
             run_args.insert(0, "executor=local")  # settings for the default executor
         try:
             self.parse_args(run_args)
-        except (RunContextError, ValueError, TypeError, AttributeError) as e:  # NeMo-Run's parser errors included
-            fail(str(e).splitlines()[0])
+        except (RunContextError, ValueError, TypeError, AttributeError, CLIException) as e:  # NeMo-Run's parser's too
+            fail(parse_error(e))
         self._execute_task(fn, task_args)
 
     def parse_executor(self, name: str, *args: str):
@@ -186,8 +197,8 @@ class LaunchContext(RunContext):
             return self._execute_sweep(fn, task_args)
         try:
             task = self.parse_fn(fn, task_args)
-        except (ValueError, TypeError, AttributeError) as e:  # NeMo-Run's parser errors (one line, exit 2)
-            fail(str(e).splitlines()[0])
+        except (ValueError, TypeError, AttributeError, CLIException) as e:  # NeMo-Run's parser errors
+            fail(parse_error(e))
         if any([self.to_yaml, self.to_toml, self.to_json]):
             nemo_run_private.serialize_configuration(
                 task, self.to_yaml, self.to_toml, self.to_json, console=console, verbose=True
@@ -229,7 +240,10 @@ class LaunchContext(RunContext):
         for index, combo in enumerate(combos):
             name = f"{self.name}-{index}"
             extra = [f"{k}={v}" for k, v in zip(keys, combo, strict=True)]
-            stages[name] = self.parse_fn(fn, [*task_args, *extra, f"log.log_dir={out}", f"log.name={name}"])
+            try:
+                stages[name] = self.parse_fn(fn, [*task_args, *extra, f"log.log_dir={out}", f"log.name={name}"])
+            except (ValueError, TypeError, AttributeError, CLIException) as e:
+                fail(f"--sweep: {parse_error(e)}")
         prepare_submission(self.name, self.executor, stages, skip_checks=self.skip_checks)
         if self.dryrun:
             dryrun(self.name, stages, self.executor)
@@ -356,7 +370,7 @@ def pipeline(
             check_overrides(stages[stage], [rest])
             parse_cli_args(stages[stage], [rest], stages[stage])
         except Exception as e:
-            fail(f"{stage}: {e}" if isinstance(e, RecipeError) else str(e).splitlines()[0])
+            fail(f"{stage}: {e}" if isinstance(e, RecipeError) else parse_error(e))
     prepare_submission(name, executor, stages, skip_checks=direct)
     if dryrun_:
         dryrun(name, stages, executor)
