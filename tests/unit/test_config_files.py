@@ -1,12 +1,12 @@
 """Recipes exported by NeMo-Run's --to-yaml / --to-toml / --to-json come back equal through ``load_recipe``."""
 
 import pytest
-from nemo_run.cli.api import _serialize_configuration
 from rich.console import Console
 
 from megatron_mnist.job.api import predict as predict_fn
 from megatron_mnist.job.api import train
 from megatron_mnist.launcher.config_files import ConfigFileError, load_recipe
+from megatron_mnist.launcher.nemo_run_private import serialize_configuration as _serialize_configuration
 from recipes.finetune import finetune
 from recipes.predict import predict
 from recipes.pretrain import pretrain
@@ -44,3 +44,16 @@ def test_files_that_are_not_this_commands_recipe_are_one_line(tmp_path):
         ConfigFileError, match=r"trainer._target_='megatron_mnist.job.builders.nope' cannot be imported"
     ):
         load_recipe(str(path), train)
+
+
+def test_a_recipe_saved_before_the_launcher_job_split_still_loads(tmp_path):
+    # NeMo-Run's saved experiments and --to-yaml files name functions by module path; these named the flat layout
+    from megatron_mnist.launcher import moved_modules
+
+    moved_modules.install()
+    path = tmp_path / "old.yaml"
+    _serialize_configuration(pretrain(), to_yaml=str(path), to_toml=None, to_json=None, console=Console(quiet=True))
+    old = path.read_text().replace("megatron_mnist.job.", "megatron_mnist.")
+    assert "megatron_mnist.builders.trainer" in old
+    path.write_text(old)
+    assert load_recipe(str(path), train) == pretrain()

@@ -47,7 +47,7 @@ from rich.console import Console  # noqa: E402
 from megatron_mnist import executors  # noqa: E402  (executors registers executor=local|...)
 from megatron_mnist.job.api import predict, train  # noqa: E402
 from megatron_mnist.job.builders import MAX_STEPS  # noqa: E402
-from megatron_mnist.launcher import nemo_run_private  # noqa: E402
+from megatron_mnist.launcher import moved_modules, nemo_run_private  # noqa: E402
 from megatron_mnist.launcher.config_files import ConfigFileError, load_recipe  # noqa: E402
 from megatron_mnist.launcher.preflight import PreflightError, check_name  # noqa: E402
 from megatron_mnist.launcher.recipe_checks import RecipeError, check_overrides  # noqa: E402
@@ -69,6 +69,7 @@ from recipes.pipeline import pipeline as pipeline_stages  # noqa: E402
 from recipes.predict import predict as predict_recipe  # noqa: E402
 from recipes.pretrain import pretrain  # noqa: E402
 
+moved_modules.install()  # experiments and YAML files saved before the launcher/job split name the old modules
 console = Console()
 errors = Console(stderr=True)
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import nemo_run as run
 import yaml
 
+from megatron_mnist.launcher.moved_modules import MOVED
+
 
 class ConfigFileError(ValueError):
     """A config file that is not a recipe this command can run."""
@@ -60,7 +62,8 @@ def load_recipe(path: str, target) -> run.Partial:
     except (ValueError, yaml.YAMLError) as e:  # TOML's and JSON's decode errors are ValueErrors
         raise ConfigFileError(f"--yaml {path} is not valid {file.suffix.lstrip('.') or 'YAML'}: {e}") from None
     expected = f"{target.__module__}.{target.__name__}"
-    if not isinstance(data, dict) or data.get("_target_") != expected or not data.get("_partial_"):
+    names = {expected} | {f"{old}.{target.__name__}" for old, new in MOVED.items() if new == target.__module__}
+    if not isinstance(data, dict) or data.get("_target_") not in names or not data.get("_partial_"):
         found = data.get("_target_") if isinstance(data, dict) else type(data).__name__
         raise ConfigFileError(f"--yaml {path} holds {found!r}, not a recipe of {expected} (write one with --to-yaml)")
     return _build(data, "")
