@@ -66,6 +66,7 @@ pytestmark = pytest.mark.slow
         # NeMo-Run's parser errors (a CLIException, not a ValueError) came out as its own nested lines, exit 1
         (["finetune", "--factory", "finetune(task='pretrain')"], "Expected one of ('finetune', 'finetune_both')"),
         (["pretrain", "--sweep", "optim.lr=1e-3,abc"], "--sweep: optim.lr='abc' is not a number"),
+        (["pretrain", "executor.ntasks_per_node=abc"], "executor.ntasks_per_node=abc: Failed to parse 'abc' as"),
     ],
 )
 def test_one_clear_line_and_nothing_runs(args, message, tmp_path):

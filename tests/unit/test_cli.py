@@ -30,6 +30,18 @@ def test_a_nemo_run_parser_error_becomes_its_innermost_message():
     assert cli.parse_error(CLIException("bad value", "x=1", {"k": 1})) == "bad value"
 
 
+def test_a_parser_error_names_the_argument_it_is_about():
+    import nemo_run as run
+    from nemo_run.cli.cli_parser import parse_cli_args
+
+    args = ["launcher=torchrun", "ntasks_per_node=abc"]
+    with pytest.raises(Exception) as e:
+        parse_cli_args(run.Partial(executors.local), args)
+    assert cli.parse_error(e.value, args, "executor.") == (
+        "executor.ntasks_per_node=abc: Failed to parse 'abc' as <class 'int'>: Invalid integer literal"
+    )
+
+
 def test_fail_is_one_line_on_stderr_and_exit_status_2(capsys):
     with pytest.raises(SystemExit) as e:
         cli.fail("data.root='x' is not a directory")

@@ -74,12 +74,15 @@ console = Console()
 errors = Console(stderr=True)
 
 
-def parse_error(e: Exception) -> str:
+def parse_error(e: Exception, args: list[str] = (), prefix: str = "") -> str:
     """One line from a NeMo-Run parser error: they wrap the cause in messages that repeat it with their context
-    dicts (``Error processing argument ... (Argument: ..., Context: {...})``); the innermost cause says it once."""
+    dicts (``Error processing argument ... (Argument: ..., Context: {...})``); the innermost cause says it once. The
+    argument it is about, where ``args`` holds it (NeMo-Run's outer message says ``as KEY=VALUE:``), goes first."""
+    named = next((a for a in args if f" as {a}:" in str(e)), None)
     while e.__cause__ is not None:
         e = e.__cause__
-    return str(e).splitlines()[0].split(" (Argument: ")[0] if str(e) else type(e).__name__
+    line = str(e).splitlines()[0].split(" (Argument: ")[0] if str(e) else type(e).__name__
+    return f"{prefix}{named}: {line}" if named else line
 
 
 def fail(message: str) -> None:
@@ -160,7 +163,7 @@ class LaunchContext(RunContext):
             factory_config = parse_cli_args(run.Partial(factory), own)
             executor_config = fdl.build(factory_config)()
         except Exception as e:  # the factory's own ValueErrors, NeMo-Run's parser errors
-            fail(str(e).splitlines()[0])
+            fail(parse_error(e, own, "executor."))
         fields = set(inspect.signature(executor_config.__fn_or_cls__).parameters)
         for arg in args:
             if arg not in own and key[arg] not in fields:
@@ -168,10 +171,11 @@ class LaunchContext(RunContext):
                 near = difflib.get_close_matches(key[arg], known, n=1)
                 hint = f"did you mean executor.{near[0]}?" if near else f"settings: {', '.join(params)}"
                 fail(f"unknown executor setting executor.{key[arg]} for executor={name}: {hint}")
+        fields_args = [a for a in args if a not in own]
         try:
-            return parse_cli_args(executor_config, [a for a in args if a not in own])
+            return parse_cli_args(executor_config, fields_args)
         except Exception as e:
-            fail(str(e).splitlines()[0])
+            fail(parse_error(e, fields_args, "executor."))
 
     recipe_factory = None  # set per command below: the recipe whose keys the overrides must name
     check_only = False  # `launch.py check`: run every check a submission runs, then stop
@@ -199,7 +203,7 @@ class LaunchContext(RunContext):
         try:
             task = self.parse_fn(fn, task_args)
         except (ValueError, TypeError, AttributeError, CLIException) as e:  # NeMo-Run's parser errors
-            fail(parse_error(e))
+            fail(parse_error(e, task_args))
         if any([self.to_yaml, self.to_toml, self.to_json]):
             nemo_run_private.serialize_configuration(
                 task, self.to_yaml, self.to_toml, self.to_json, console=console, verbose=True
