@@ -10,7 +10,8 @@ def _nothing(*args) -> None:
     return None
 
 
-def _this_machines_folder(log_dir: str, executor) -> str:
+def this_machines_folder(log_dir: str, executor) -> str:
+    """``log_dir`` on this machine, absolute: where the job sees this machine's files."""
     return str(Path(log_dir).resolve())
 
 
@@ -40,4 +41,4 @@ class ExecutorKind:
     check_fields: Callable[[Any], None]
     preflight: Callable[[Any], None] = _nothing
     prepare: Callable[[Any, Iterable], None] = _nothing
-    shared_dir: Callable[[str, Any], str] = _this_machines_folder
+    shared_dir: Callable[[str, Any], str] = this_machines_folder

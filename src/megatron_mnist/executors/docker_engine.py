@@ -3,14 +3,13 @@
 import os
 import subprocess
 import sys
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Optional
 
 import nemo_run as run
 
 from megatron_mnist.executors.base import ExecutorKind
-from megatron_mnist.executors.fields import IMAGE, SHM_SIZE, check_env, check_mount, no_control_chars, refuse
+from megatron_mnist.executors.fields import IMAGE, SHM_SIZE, check_env, check_mount, every_field_one_line, refuse
 from megatron_mnist.executors.packaging import SourcePackager
 
 
@@ -81,10 +80,7 @@ def check_fields(executor: run.DockerExecutor) -> None:
     for volume in executor.volumes:
         check_mount("volumes", volume)
     check_env("env", executor.env_vars)  # values pass as data (the Docker API)
-    for field in fields(executor):
-        value = getattr(executor, field.name, None)
-        if not is_dataclass(value):
-            no_control_chars(field.name, value)
+    every_field_one_line(executor)
 
 
 def preflight(executor: run.DockerExecutor) -> None:

@@ -21,6 +21,7 @@ module under ``megatron_mnist/executors/``). :func:`check_fields` runs before ev
 """
 
 import re
+from dataclasses import fields, is_dataclass
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # account, partition, qos, reservation ...
 HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$|^\[?[0-9A-Fa-f:]+\]?$")
@@ -80,6 +81,15 @@ def no_control_chars(key: str, value) -> None:
         for k, v in value.items():
             no_control_chars(key, k)
             no_control_chars(f"{key}[{k!r}]", v)
+
+
+def every_field_one_line(executor, shell_by_design: tuple[str, ...] = ()) -> None:
+    """:func:`no_control_chars` over every field of the executor but the nested dataclasses (a tunnel, a packager)
+    and the fields that are shell code by design."""
+    for field in fields(executor):
+        value = getattr(executor, field.name, None)
+        if field.name not in shell_by_design and not is_dataclass(value):
+            no_control_chars(field.name, value)
 
 
 def check_env(key: str, env: dict) -> None:

@@ -5,13 +5,12 @@ import re
 import shlex
 import subprocess
 import sys
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
 import nemo_run as run
 
-from megatron_mnist.executors.base import ExecutorKind
+from megatron_mnist.executors.base import ExecutorKind, this_machines_folder
 from megatron_mnist.executors.fields import (
     HOST,
     IMAGE,
@@ -24,7 +23,7 @@ from megatron_mnist.executors.fields import (
     check_env,
     check_mount,
     check_path,
-    no_control_chars,
+    every_field_one_line,
     refuse,
 )
 from megatron_mnist.executors.packaging import SourcePackager
@@ -135,10 +134,7 @@ def check_fields(executor: run.SlurmExecutor) -> None:
             refuse("user", tunnel.user, "a user name of letters, digits, '.', '_' and '-'")
         if not isinstance(tunnel.port, int) or not 0 < tunnel.port < 65536:
             refuse("port", tunnel.port, "a port number 1-65535")
-    for field in fields(executor):
-        value = getattr(executor, field.name, None)
-        if field.name not in SHELL_BY_DESIGN and not is_dataclass(value):
-            no_control_chars(field.name, value)
+    every_field_one_line(executor, shell_by_design=SHELL_BY_DESIGN)
 
 
 def _tunnel_run(tunnel, command: str) -> tuple[int, str]:
@@ -234,7 +230,7 @@ def shared_dir(log_dir: str, executor: run.SlurmExecutor) -> str:
     """Behind an SSH tunnel a relative ``log_dir`` is inside the cluster's job directory; else this machine's."""
     if isinstance(executor.tunnel, run.SSHTunnel):
         return log_dir if log_dir.startswith("/") else f"{executor.tunnel.job_dir}/{log_dir}"
-    return str(Path(log_dir).resolve())
+    return this_machines_folder(log_dir, executor)
 
 
 KIND = ExecutorKind(
