@@ -59,6 +59,12 @@ def check_value(key: str, value) -> None:
         raise ValueError(f"{key}={value!r} {expected}")
 
 
+def check_values(section: str, **values) -> None:
+    """:func:`check_value` for a builder's arguments: ``check_values("data", micro_batch_size=64)``."""
+    for name, value in values.items():
+        check_value(f"{section}.{name}", value)
+
+
 def resolve_accelerator(accelerator: str) -> str:
     """ "auto" → "gpu" where CUDA is visible, else "cpu"; "gpu" without a GPU is an error."""
     import torch
@@ -90,7 +96,7 @@ def model_config(
     spec_of(task)  # the task's name checked before the model code is imported
     from megatron_mnist.model.config import CONFIGS
 
-    check_value("model.hidden_size", hidden_size)
+    check_values("model", hidden_size=hidden_size)
     kwargs = {"hidden_size": hidden_size, "initial_ckpt_path": initial_ckpt_path}
     if initial_ckpt_skip_keys_with_these_prefixes is not None:
         kwargs["initial_ckpt_skip_keys_with_these_prefixes"] = list(initial_ckpt_skip_keys_with_these_prefixes)
@@ -117,9 +123,8 @@ def mnist_data(
     from megatron_mnist.data.datamodule import MNISTDataModule
     from megatron_mnist.job.world import launcher_world
 
-    for name, value in (("micro_batch_size", micro_batch_size), ("global_batch_size", global_batch_size),
-                        ("val_size", val_size), ("num_workers", num_workers)):  # fmt: skip
-        check_value(f"data.{name}", value)
+    check_values("data", micro_batch_size=micro_batch_size, global_batch_size=global_batch_size, val_size=val_size,
+                 num_workers=num_workers)  # fmt: skip
     if global_batch_size is None:
         # one micro-batch per data-parallel rank (every rank is data parallel: no tensor or pipeline parallelism)
         global_batch_size = micro_batch_size * launcher_world().size
@@ -159,8 +164,7 @@ def trainer(
     from megatron_mnist.job.preemption import SaveOnPreemption
     from megatron_mnist.job.world import launcher_world
 
-    for name, value in (("max_steps", max_steps), ("devices", devices), ("num_nodes", num_nodes)):
-        check_value(f"trainer.{name}", value)
+    check_values("trainer", max_steps=max_steps, devices=devices, num_nodes=num_nodes)
     world = launcher_world()
     devices = world.ranks_per_node if devices is None else devices
     num_nodes = world.nodes if num_nodes is None else num_nodes
@@ -245,7 +249,7 @@ class Adam:
 
     def module(self, megatron: bool):
         """Megatron's distributed Adam (bf16 params, fp32 main weights) under MegatronStrategy, torch's elsewhere."""
-        check_value("optim.lr", self.lr)
+        check_values("optim", lr=self.lr)
 
         if megatron:
             from megatron.core.optimizer import OptimizerConfig
