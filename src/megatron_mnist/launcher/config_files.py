@@ -15,11 +15,15 @@ from pathlib import Path
 import nemo_run as run
 import yaml
 
-from megatron_mnist.launcher.moved_modules import MOVED
-
 
 class ConfigFileError(ValueError):
     """A config file that is not a recipe this command can run."""
+
+
+def _import(target_path) -> object:
+    """The callable a ``_target_`` names (ImportError, AttributeError or ValueError where it names none)."""
+    module_name, _, attr = str(target_path).rpartition(".")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def _build(node, where: str):
@@ -27,9 +31,8 @@ def _build(node, where: str):
         node = dict(node)
         target_path = node.pop("_target_")
         kind = run.Partial if node.pop("_partial_", False) else run.Config
-        module_name, _, attr = str(target_path).rpartition(".")
         try:
-            target = getattr(importlib.import_module(module_name), attr)
+            target = _import(target_path)
         except (ImportError, AttributeError, ValueError) as e:
             raise ConfigFileError(f"{where}_target_={target_path!r} cannot be imported ({e})") from None
         try:
@@ -41,6 +44,14 @@ def _build(node, where: str):
     if isinstance(node, list):
         return [_build(value, where) for value in node]
     return node
+
+
+def _names(target_path, target) -> bool:
+    """``target_path`` is ``target``'s name, today's or an older one (``moved_modules``: the same callable)."""
+    try:
+        return _import(target_path) is target
+    except (ImportError, AttributeError, ValueError):
+        return False
 
 
 def load_recipe(path: str, target) -> run.Partial:
@@ -62,8 +73,7 @@ def load_recipe(path: str, target) -> run.Partial:
     except (ValueError, yaml.YAMLError) as e:  # TOML's and JSON's decode errors are ValueErrors
         raise ConfigFileError(f"--yaml {path} is not valid {file.suffix.lstrip('.') or 'YAML'}: {e}") from None
     expected = f"{target.__module__}.{target.__name__}"
-    names = {expected} | {f"{old}.{target.__name__}" for old, new in MOVED.items() if new == target.__module__}
-    if not isinstance(data, dict) or data.get("_target_") not in names or not data.get("_partial_"):
+    if not isinstance(data, dict) or not data.get("_partial_") or not _names(data.get("_target_"), target):
         found = data.get("_target_") if isinstance(data, dict) else type(data).__name__
         raise ConfigFileError(f"--yaml {path} holds {found!r}, not a recipe of {expected} (write one with --to-yaml)")
     return _build(data, "")
