@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from launcher_cli import launch  # tests/e2e/launcher_cli.py
+from launcher_cli import launch, launch_env  # tests/e2e/launcher_cli.py
 
 from megatron_mnist.run_logs import logged
 
@@ -414,12 +414,13 @@ def test_live_progress_on_slurm_pending_running_requeued_done(slurm, tmp_path):
     import threading
 
     # a job that takes every CPU of the node: ours pends behind it until it is cancelled
-    blocker = sh("sbatch", "--parsable", "-p", "debug", "-c", str(os.cpu_count()), "--wrap", "sleep 600").stdout.strip()
+    # (its output to /dev/null: sbatch would write slurm-N.out into the repository, where the tests run)
+    blocker = sh("sbatch", "--parsable", "-p", "debug", "-c", str(os.cpu_count()), "-o", "/dev/null",
+                 "--wrap", "sleep 600").stdout.strip()  # fmt: skip
     before = set(squeue_ids())
-    env = dict(os.environ, COLUMNS="250", MEGATRON_MNIST_PROGRESS_EVERY="1")
     args = ["pretrain", *slurm, "trainer.max_steps=600", "trainer.val_check_interval=50", "log.name=live",
             "trainer.enable_progress_bar=false", "--yes"]  # fmt: skip
-    job = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=env, text=True,
+    job = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=launch_env(), text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(job.stdout.readline, "")), daemon=True)
