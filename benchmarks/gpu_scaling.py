@@ -175,7 +175,7 @@ def plain_ddp(hidden: int, micro_batch: int, steps: int) -> dict:
     }  # fmt: skip
 
 
-def summarize(work: Path, counts: list[int], hidden: list[int]) -> dict:
+def summarize(work: Path) -> dict:
     """{loop h=H: {gpus: {steps_per_s: min/median/max, efficiency, step_ms per rank of the median launch}}}."""
     runs: dict = {}
     for path in sorted(work.glob("results-*-rank*.json")):
@@ -238,7 +238,7 @@ def driver(args) -> None:
         if code:  # the other launches still count; the table says how many each row has
             errors = [line for line in log.read_text().splitlines() if "Error" in line or "error" in line]
             print("\n".join(errors[:30]))
-    table = summarize(work, counts, args.hidden)
+    table = summarize(work)
     print(f"\n{args.repeats} launches per count, interleaved; steady steps/s of rank 0; efficiency of the medians")
     print("| model | micro batch / GPU | loop | GPUs | steps/s min / median / max | weak-scaling efficiency "
           "| rank step ms p50 / p90 / p99 (median launch) |")  # fmt: skip

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import fiddle as fdl
 
-from megatron_mnist.checkpoint_paths import CheckpointError, checkpoint_model, resolve_checkpoint
+from megatron_mnist.checkpoint_paths import CheckpointError, checkpoint_model, last_checkpoint, resolve_checkpoint
 from megatron_mnist.data.idx import IDXError, check_idx, find_idx_file
 from megatron_mnist.job import builders
 from megatron_mnist.model.spec import CONFIG_HEADS, TASKS
@@ -160,11 +160,8 @@ def check_recipe(
             raise RecipeError(f"model.initial_ckpt_path={ckpt!r}: {e}") from None
         check_checkpoint_fits(recipe, resolved, f"model.initial_ckpt_path={ckpt!r}", resuming=False)
     run_dir = Path(_get(recipe, "log.log_dir", "runs")) / _get(recipe, "log.name", "")
-    if _get(recipe, "resume.resume_if_exists") and (run_dir / "checkpoints").is_dir():
-        try:
-            last = resolve_checkpoint(run_dir)
-        except CheckpointError:
-            last = None  # nothing complete to resume from: the run starts over
+    if _get(recipe, "resume.resume_if_exists"):
+        last = last_checkpoint(run_dir)  # None: nothing complete to resume from, the run starts over
         if last is not None:
             check_checkpoint_fits(recipe, last, f"the run being resumed ({run_dir})", resuming=True)
     root = _get(recipe, "data.root")
