@@ -82,12 +82,18 @@ def main():
         f"pretrain --dryrun ({name})": ["pretrain", *DRY_RUNS[name], "--dryrun"] for name in args.executors.split(",")
     }
     commands.update({"--help": ["--help"], "check pretrain": ["check", "pretrain"], "list": ["list"]})
-    for name, argv in commands.items():
-        cmd = [python, "launch.py", *argv]
-        times = walls(cmd, args.repeat)
-        seconds = statistics.median(times)
+    # round robin (every command once, then again): this machine's speed drifts by ±20% over a minute, which would
+    # otherwise land on whichever command ran then
+    cmds = {name: [python, "launch.py", *argv] for name, argv in commands.items()}
+    times = {name: [] for name in cmds}
+    for _ in range(args.repeat):
+        for name, cmd in cmds.items():
+            times[name] += walls(cmd, 1)
+    for name, cmd in cmds.items():
+        times[name].sort()
+        seconds = statistics.median(times[name])
         heavy = ", ".join(heavy_imports(cmd)) or "none"
-        spread = f"{times[0]:.2f} / **{seconds:.2f}** / {times[-1]:.2f} s"
+        spread = f"{times[name][0]:.2f} / **{seconds:.2f}** / {times[name][-1]:.2f} s"
         print(f"| `{name}` | {spread} | {seconds / reference:.2f} | {heavy} |", flush=True)
     top = top_imports([python, "launch.py", "pretrain", "--dryrun"])
     print("\nlargest imports of the local dry run (cumulative): " + ", ".join(f"{n} {s:.2f} s" for n, s in top))

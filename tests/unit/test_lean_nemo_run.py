@@ -28,19 +28,35 @@ def test_pinned_to_the_nemo_run_it_was_written_for():
     assert version("nemo_run").startswith("0.11."), version("nemo_run")
 
 
-def test_nemo_run_imports_without_torch_leptonai_or_networkx():
+def test_nemo_run_imports_without_torch_leptonai_networkx_or_the_ssh_stack():
     out = python(
         "import sys\n"
         "from megatron_mnist.launcher.lean_nemo_run import import_nemo_run\n"
         "run = import_nemo_run()\n"
         "import json\n"
         "print(json.dumps({m: type(sys.modules[m]).__name__ if m in sys.modules else None\n"
-        "                  for m in ('torch', 'leptonai', 'nemo_run', 'networkx')}))\n"
+        "    for m in ('torch', 'leptonai', 'nemo_run', 'networkx', 'paramiko', 'fabric', 'cryptography')}))\n"
     )
     loaded = json.loads(out)
     assert loaded["nemo_run"] == "module"
     assert loaded["torch"] is None and loaded["leptonai"] is None
-    assert loaded["networkx"] == "_LazyModule"  # imported on first use
+    assert loaded["networkx"] == loaded["paramiko"] == "_LoadedOnFirstUse"  # their code runs on first use
+    assert loaded["fabric"] is None and loaded["cryptography"] is None
+
+
+def test_the_tunnel_client_gets_the_real_ssh_stack_on_first_use():
+    # what NeMo-Run's SSHTunnel.connect touches: fabric's Config and Connection, paramiko's exception classes
+    out = python(
+        "from megatron_mnist.launcher.lean_nemo_run import import_nemo_run\n"
+        "import_nemo_run()\n"
+        "from nemo_run.core.tunnel import client\n"
+        "connection = client.Connection('localhost', user='nobody', config=client.Config())\n"
+        "import fabric, paramiko\n"
+        "print(type(connection) is fabric.Connection, type(paramiko).__name__,\n"
+        "      client.paramiko.ssh_exception.SSHException is paramiko.SSHException,\n"
+        "      issubclass(paramiko.ssh_exception.BadAuthenticationType, paramiko.AuthenticationException))\n"
+    )
+    assert out.split() == ["True", "module", "True", "True"]
 
 
 def test_a_torch_dtype_serialises_as_nemo_run_writes_it():

@@ -35,6 +35,19 @@ def test_every_private_name_used_still_exists_with_its_shape():
         assert callable(getattr(run.Experiment, hook)), hook  # what QuietExperiment silences
 
 
+def test_the_launcher_scans_torchx_schedulers_once_and_nemo_run_uses_the_table():
+    from nemo_run.run.torchx_backend import runner
+    from torchx.schedulers import get_scheduler_factories
+
+    private.scan_scheduler_entry_points_once()
+    private.scan_scheduler_entry_points_once()  # idempotent: one wrapper, not two
+    first, second = runner.get_scheduler_factories(), runner.get_scheduler_factories()
+    assert first == second and first is not second
+    assert list(first) == list(get_scheduler_factories())  # the same schedulers, in the same order (first = default)
+    assert {"local_persistent", "slurm_tunnel"} <= set(first)  # NeMo-Run registers its schedulers as entry points
+    assert "slurm_tunnel" in runner.get_runner()._scheduler_factories  # the name NeMo-Run's get_runner calls
+
+
 def test_an_experiment_exposes_its_id_folder_and_dry_run():
     with private.QuietExperiment("t", executor=run.LocalExecutor(), log_level="WARN") as exp:
         exp.add(run.Script(inline="true"), name="job")

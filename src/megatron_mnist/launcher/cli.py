@@ -70,6 +70,7 @@ from recipes.predict import predict as predict_recipe  # noqa: E402
 from recipes.pretrain import pretrain  # noqa: E402
 
 moved_modules.install()  # experiments and YAML files saved before the launcher/job split name the old modules
+nemo_run_private.scan_scheduler_entry_points_once()
 console = Console()
 errors = Console(stderr=True)
 

@@ -10,6 +10,7 @@ import nemo_run as run
 from nemo_run.cli.api import RunContext
 from nemo_run.cli.api import _parse_prefixed_args as parse_prefixed_args  # noqa: F401  `executor=NAME executor.k=v`
 from nemo_run.cli.api import _serialize_configuration as serialize_configuration  # noqa: F401  --to-yaml/toml/json
+from nemo_run.run.torchx_backend import runner as torchx_runner
 
 VERSION = "0.11"
 RUN_CONTEXT_OVERRIDES = ("cli_execute", "parse_executor", "parse_fn", "_execute_task", "_should_continue")
@@ -38,6 +39,24 @@ def experiment_dir(experiment: run.Experiment) -> str:
 def dryrun_info(job) -> object:
     """What a job's dry run prepared: the exact sbatch script / container spec / command (printed unwrapped)."""
     return job._dryrun_info
+
+
+def scan_scheduler_entry_points_once() -> None:
+    """NeMo-Run builds a TorchX runner for every experiment it opens, and each scans every installed package's entry
+    points for schedulers (~20 ms): 0.14 s of ``launch.py list`` with 7 runs. The installed packages do not change
+    while the launcher runs, so the launcher scans once (each runner gets its own copy of the table)."""
+    scan = torchx_runner.get_scheduler_factories
+    if getattr(scan, "scanned_once", False):
+        return
+    factories = {}
+
+    def scanned_once():
+        if not factories:
+            factories.update(scan())
+        return dict(factories)
+
+    scanned_once.scanned_once = True
+    torchx_runner.get_scheduler_factories = scanned_once
 
 
 class QuietExperiment(run.Experiment):
