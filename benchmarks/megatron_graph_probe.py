@@ -64,6 +64,9 @@ def build(seed: int, lr: float):
         OptimizerConfig(optimizer="adam", lr=lr, bf16=True, use_distributed_optimizer=True, clip_grad=0.0), [model]
     )
     loss_fn = config.get_loss_reduction_class()()
+    # as the recipe's MegatronAdamModule: no gradient norm without clipping (megatron-core's ChainedOptimizer
+    # computes one every step, with host-side tensors: it cannot be captured, and nothing would use it)
+    optimizer.get_grad_norm = lambda: None
     return config, model, optimizer, loss_fn
 
 
@@ -71,10 +74,14 @@ def step_fn(model, optimizer, loss_fn, images, index):
     """One training step on ``images[index]``; returns the loss (a GPU tensor, not read)."""
     from megatron.core.distributed import finalize_model_grads
 
-    def forward_backward():
+    def forward():
         model.zero_grad_buffer()
         x = images.index_select(0, index)
         loss, _ = loss_fn.forward({"data": x}, model(x.to(torch.bfloat16)))
+        return loss
+
+    def forward_backward():
+        loss = forward()
         loss.backward()
         return loss
 
@@ -82,40 +89,70 @@ def step_fn(model, optimizer, loss_fn, images, index):
         finalize_model_grads([model])
         optimizer.step()
 
-    return forward_backward, update
+    return forward, forward_backward, update
 
 
-def capture(fn, warmup: int = 3):
-    """Capture ``fn`` in a CUDA graph after ``warmup`` eager calls on a side stream; returns (graph, its output)."""
+CAPTURE_ERROR_MODE = "thread_local"  # see main's --capture-error-mode
+
+
+def capture(fn, stream: torch.cuda.Stream):
+    """Capture ``fn`` in a CUDA graph on ``stream`` (not run: its first replay runs it); returns (graph, output).
+
+    The caller warms up on that same stream first (torch's rule for capturing autograd)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream, capture_error_mode=CAPTURE_ERROR_MODE):
+        out = fn()
+    return graph, out
+
+
+def first_capture_of_the_process(args, images) -> str | None:
+    """Seen on H100 and H200 (torch 2.11, megatron-core 0.15.3): the first capture of this step in a process fails
+    in the backward pass ("operation would make the legacy stream depend on a capturing blocking stream") whatever
+    the warm-up stream and ``capture_error_mode`` (8 processes of 8), and capturing the same model again on the same
+    stream fails too; a freshly built model captured after that works (13 captures in 5 processes). Megatron DDP's
+    gradient hooks are the likely party (state set up on the first backward under capture). So the probe spends
+    that first capture on a throwaway model. Returns its error, or None if it worked.
+    """
+    _, model, optimizer, loss_fn = build(args.seed, args.lr)
+    index = torch.zeros(args.micro_batch_size, dtype=torch.long, device="cuda")
+    _, forward_backward, _ = step_fn(model, optimizer, loss_fn, images, index)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
-    return graph, out
+        for _ in range(3):
+            forward_backward()
+    try:
+        capture(forward_backward, side)
+    except torch.AcceleratorError as e:
+        return str(e.__context__ or e).splitlines()[0]
+    finally:
+        torch.cuda.current_stream().wait_stream(side)
+    return None
 
 
 def run_variant(name: str, args, images: torch.Tensor, orders: torch.Tensor) -> dict:
     """``orders``: [steps, micro batch] indices, the same for every variant."""
     config, model, optimizer, loss_fn = build(args.seed, args.lr)
     index = torch.zeros(args.micro_batch_size, dtype=torch.long, device="cuda")
-    forward_backward, update = step_fn(model, optimizer, loss_fn, images, index)
+    forward, forward_backward, update = step_fn(model, optimizer, loss_fn, images, index)
     losses = torch.zeros(args.steps, device="cuda")
     warmup = 0
     if name == "m":
 
         def step(i):
+            index.copy_(orders[i])
             losses[i] = forward_backward().detach()
             update()
 
     elif name == "m_fb":
         index.copy_(orders[0])
-        graph, loss_out = capture(forward_backward)
-        # the capture's warm-up ran forward/backward passes on batch 0: gradients only, no update, weights as (m)'s
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm-up: gradients only, no update, so the weights stay (m)'s
+                forward_backward()
+        graph, loss_out = capture(forward_backward, side)
+        torch.cuda.current_stream().wait_stream(side)
 
         def step(i):
             index.copy_(orders[i])
@@ -134,11 +171,15 @@ def run_variant(name: str, args, images: torch.Tensor, orders: torch.Tensor) -> 
 
         # the warm-up updates the weights: run it on the first steps' batches, counted as those steps
         warmup = 3
-        for i in range(warmup):
-            index.copy_(orders[i])
-            losses[i] = whole()
-        index.copy_(orders[warmup])
-        graph, loss_out = capture(whole, warmup=0)  # captured, not run: replay is step `warmup`
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for i in range(warmup):
+                index.copy_(orders[i])
+                losses[i] = whole()
+            index.copy_(orders[warmup])
+        graph, loss_out = capture(whole, side)  # its first replay is step `warmup`
+        torch.cuda.current_stream().wait_stream(side)
 
         def step(i):
             index.copy_(orders[i])
@@ -175,14 +216,27 @@ def main():
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--capture-error-mode",
+        default="thread_local",
+        choices=("global", "thread_local", "relaxed"),
+        help="torch.cuda.graph's: with 'global', a CUDA call of another thread during the capture (NCCL's watchdog "
+        "polls its events) can invalidate it",
+    )
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="then profile (m): the top N functions")
     args = parser.parse_args()
+    global CAPTURE_ERROR_MODE
+    CAPTURE_ERROR_MODE = args.capture_error_mode
     faulthandler.dump_traceback_later(540, exit=True)  # a hang leaves its stacks, within the device's call limit
     init_one_rank()
     images = train_images().cuda()
+    print(f"{len(images)} training digits, pixel mean {images.mean().item():.4f}", flush=True)
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
     orders = torch.stack([torch.randperm(len(images), generator=generator)[: args.micro_batch_size]
                           for _ in range(args.steps)]).cuda()  # fmt: skip
     variants = args.variants.split(",")
+    primed = first_capture_of_the_process(args, images) if {"m_fb", "m_g"} & set(variants) else None
+    print(f"the first capture of the process (a throwaway model): {primed or 'worked'}", flush=True)
     runs = {name: [] for name in variants}
     errors = {}
     for round_ in range(args.rounds):
@@ -192,16 +246,19 @@ def main():
             try:
                 figures = run_variant(name, args, images, orders)
             except Exception as e:  # noqa: BLE001  report what stands in the way and go on with the others
-                errors[name] = f"{type(e).__name__}: {e}"
-                print(f"({name}) failed:\n{traceback.format_exc()}", flush=True)
-                torch.cuda.synchronize()
+                while e.__context__ is not None:  # the first error: a failed capture raises again at its end
+                    e = e.__context__
+                errors[name] = "".join(traceback.format_exception(e)[-8:])
+                print(f"({name}) failed, first error:\n{errors[name]}", flush=True)
                 continue
             runs[name].append(figures)
+            at = [0, 1, 10, 100, args.steps // 2, args.steps - 1]
             print(f"round {round_} ({name}): {figures['steps_per_s']:,.1f} steps/s, first step "
-                  f"{figures['first_step_s'] * 1e3:.1f} ms, loss {figures['losses'][0]:.4f} → "
-                  f"{figures['losses'][-1]:.4f}", flush=True)  # fmt: skip
+                  f"{figures['first_step_s'] * 1e3:.1f} ms, loss at steps {at}: "
+                  f"{[round(figures['losses'][i], 5) for i in at]}", flush=True)  # fmt: skip
     results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "steps": args.steps,
                "micro_batch_size": args.micro_batch_size, "errors": errors}  # fmt: skip
+    results["first_capture_of_the_process"] = primed or "worked"
     reference = runs.get("m", [{}])[0].get("losses")
     print(f"\n{args.rounds} interleaved runs, {args.steps} steps, micro batch {args.micro_batch_size}, "
           f"{results['device']}")  # fmt: skip
@@ -222,6 +279,21 @@ def main():
               f"{first * 1e3:.1f} ms | {diff} |")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    if args.profile:  # where the host time of the eager Megatron step goes (cProfile: not a throughput figure)
+        import cProfile
+        import io
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run_variant("m", args, images, orders)
+        profiler.disable()
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(args.profile)
+        print(f"---- cProfile of (m), {args.steps} steps, by own time ----\n{out.getvalue()}")
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(args.profile)
+        print(f"---- cProfile of (m), {args.steps} steps, by cumulative time ----\n{out.getvalue()}")
     torch.distributed.destroy_process_group()
 
 
