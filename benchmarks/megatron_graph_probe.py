@@ -25,14 +25,13 @@ import json
 import os
 import statistics
 import sys
-import time
 import traceback
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_throughput import steady_rate, train_images  # noqa: E402  the script beside this one
+from gpu_throughput import run_loop, train_images  # noqa: E402  the script beside this one
 
 VARIANTS = ("m", "m_fb", "m_g")
 
@@ -67,21 +66,17 @@ def build(seed: int, lr: float):
     # as the recipe's MegatronAdamModule: no gradient norm without clipping (megatron-core's ChainedOptimizer
     # computes one every step, with host-side tensors: it cannot be captured, and nothing would use it)
     optimizer.get_grad_norm = lambda: None
-    return config, model, optimizer, loss_fn
+    return model, optimizer, loss_fn
 
 
 def step_fn(model, optimizer, loss_fn, images, index):
     """One training step on ``images[index]``; returns the loss (a GPU tensor, not read)."""
     from megatron.core.distributed import finalize_model_grads
 
-    def forward():
+    def forward_backward():
         model.zero_grad_buffer()
         x = images.index_select(0, index)
         loss, _ = loss_fn.forward({"data": x}, model(x.to(torch.bfloat16)))
-        return loss
-
-    def forward_backward():
-        loss = forward()
         loss.backward()
         return loss
 
@@ -89,20 +84,27 @@ def step_fn(model, optimizer, loss_fn, images, index):
         finalize_model_grads([model])
         optimizer.step()
 
-    return forward, forward_backward, update
+    return forward_backward, update
 
 
-CAPTURE_ERROR_MODE = "thread_local"  # see main's --capture-error-mode
+def capture(fn, warm_up, error_mode: str):
+    """Run ``warm_up()`` on a side stream, then capture ``fn`` in a CUDA graph on that stream (not run: its first
+    replay runs it); returns (graph, output). Warming up on the capture's own stream is torch's rule for autograd."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    try:
+        with torch.cuda.stream(side):
+            warm_up()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side, capture_error_mode=error_mode):
+            out = fn()
+        return graph, out
+    finally:
+        torch.cuda.current_stream().wait_stream(side)
 
 
-def capture(fn, stream: torch.cuda.Stream):
-    """Capture ``fn`` in a CUDA graph on ``stream`` (not run: its first replay runs it); returns (graph, output).
-
-    The caller warms up on that same stream first (torch's rule for capturing autograd)."""
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream, capture_error_mode=CAPTURE_ERROR_MODE):
-        out = fn()
-    return graph, out
+def repeat(fn, times: int):
+    return lambda: [fn() for _ in range(times)]
 
 
 def first_capture_of_the_process(args, images) -> str | None:
@@ -113,28 +115,21 @@ def first_capture_of_the_process(args, images) -> str | None:
     gradient hooks are the likely party (state set up on the first backward under capture). So the probe spends
     that first capture on a throwaway model. Returns its error, or None if it worked.
     """
-    _, model, optimizer, loss_fn = build(args.seed, args.lr)
+    model, optimizer, loss_fn = build(args.seed, args.lr)
     index = torch.zeros(args.micro_batch_size, dtype=torch.long, device="cuda")
-    _, forward_backward, _ = step_fn(model, optimizer, loss_fn, images, index)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            forward_backward()
+    forward_backward, _ = step_fn(model, optimizer, loss_fn, images, index)
     try:
-        capture(forward_backward, side)
+        capture(forward_backward, repeat(forward_backward, 3), args.capture_error_mode)
     except torch.AcceleratorError as e:
         return str(e.__context__ or e).splitlines()[0]
-    finally:
-        torch.cuda.current_stream().wait_stream(side)
     return None
 
 
 def run_variant(name: str, args, images: torch.Tensor, orders: torch.Tensor) -> dict:
     """``orders``: [steps, micro batch] indices, the same for every variant."""
-    config, model, optimizer, loss_fn = build(args.seed, args.lr)
+    model, optimizer, loss_fn = build(args.seed, args.lr)
     index = torch.zeros(args.micro_batch_size, dtype=torch.long, device="cuda")
-    forward, forward_backward, update = step_fn(model, optimizer, loss_fn, images, index)
+    forward_backward, update = step_fn(model, optimizer, loss_fn, images, index)
     losses = torch.zeros(args.steps, device="cuda")
     warmup = 0
     if name == "m":
@@ -146,13 +141,8 @@ def run_variant(name: str, args, images: torch.Tensor, orders: torch.Tensor) -> 
 
     elif name == "m_fb":
         index.copy_(orders[0])
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):  # warm-up: gradients only, no update, so the weights stay (m)'s
-                forward_backward()
-        graph, loss_out = capture(forward_backward, side)
-        torch.cuda.current_stream().wait_stream(side)
+        # warm-up: gradients only, no update, so the weights stay (m)'s
+        graph, loss_out = capture(forward_backward, repeat(forward_backward, 3), args.capture_error_mode)
 
         def step(i):
             index.copy_(orders[i])
@@ -171,36 +161,22 @@ def run_variant(name: str, args, images: torch.Tensor, orders: torch.Tensor) -> 
 
         # the warm-up updates the weights: run it on the first steps' batches, counted as those steps
         warmup = 3
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+
+        def warm_up():
             for i in range(warmup):
                 index.copy_(orders[i])
                 losses[i] = whole()
             index.copy_(orders[warmup])
-        graph, loss_out = capture(whole, side)  # its first replay is step `warmup`
-        torch.cuda.current_stream().wait_stream(side)
+
+        graph, loss_out = capture(whole, warm_up, args.capture_error_mode)  # its first replay is step `warmup`
 
         def step(i):
             index.copy_(orders[i])
             graph.replay()
             losses[i] = loss_out
 
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    step_ends = []
-    first = warmup if name == "m_g" else 0
-    for i in range(first, args.steps):
-        step(i)
-        if i in (first, args.steps // 2, args.steps - 1):
-            torch.cuda.synchronize()
-        step_ends.append(time.perf_counter())
-    return {
-        "steps_per_s": steady_rate(step_ends),
-        "first_step_s": step_ends[0] - t0,
-        "losses": losses.cpu().tolist(),
-        "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20,
-    }
+    figures = run_loop(args.steps - warmup, iter(range(warmup, args.steps)), step)
+    return {**figures, "losses": losses.cpu().tolist()}
 
 
 def max_rel_diff(a: list[float], b: list[float]) -> float:
@@ -225,8 +201,6 @@ def main():
     )
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="then profile (m): the top N functions")
     args = parser.parse_args()
-    global CAPTURE_ERROR_MODE
-    CAPTURE_ERROR_MODE = args.capture_error_mode
     faulthandler.dump_traceback_later(540, exit=True)  # a hang leaves its stacks, within the device's call limit
     init_one_rank()
     images = train_images().cuda()
