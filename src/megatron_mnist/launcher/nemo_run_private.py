@@ -6,6 +6,8 @@ also subclasses ``RunContext`` and overrides its ``cli_execute``, ``parse_execut
 name below still exists with the shape used: a NeMo-Run upgrade that moves one fails there, not in a user's run.
 """
 
+import functools
+
 import nemo_run as run
 from nemo_run.cli.api import RunContext
 from nemo_run.cli.api import _parse_prefixed_args as parse_prefixed_args  # noqa: F401  `executor=NAME executor.k=v`
@@ -45,17 +47,14 @@ def scan_scheduler_entry_points_once() -> None:
     """NeMo-Run builds a TorchX runner for every experiment it opens, and each scans every installed package's entry
     points for schedulers (~20 ms): 0.14 s of ``launch.py list`` with 7 runs. The installed packages do not change
     while the launcher runs, so the launcher scans once (each runner gets its own copy of the table)."""
-    scan = torchx_runner.get_scheduler_factories
-    if getattr(scan, "scanned_once", False):
-        return
-    factories = {}
+    if hasattr(torchx_runner.get_scheduler_factories, "scan"):
+        return  # already wrapped
+    scan = functools.cache(torchx_runner.get_scheduler_factories)
 
     def scanned_once():
-        if not factories:
-            factories.update(scan())
-        return dict(factories)
+        return dict(scan())
 
-    scanned_once.scanned_once = True
+    scanned_once.scan = scan
     torchx_runner.get_scheduler_factories = scanned_once
 
 
