@@ -3,8 +3,9 @@
 Re-running a name continues its run (resume-if-exists); two runs of one name at the same time must not write into
 one folder. A run holds an exclusive lock on ``LOG_DIR/.NAME.lock`` (beside its folder: NeMo's logger moves loose
 files inside an existing run folder away) while it lives (released by the kernel when the
-process ends, however it ends); a run that finds the folder locked by another process takes the next free
-``name-N``.
+process ends, however it ends); a run that finds the folder locked by another process takes the first ``name-N``
+that does not exist yet — never another run's folder (a finished ``name-2`` would be resumed, and its checkpoints
+tidied away, by a run that asked for ``name``).
 
 A run of several ranks is one run: its rank 0 claims the folder and writes the launch's key (what torchrun or srun
 gave every rank of this launch alike) into the lock file; the other ranks take the folder whose held lock carries
@@ -39,6 +40,8 @@ def claim_run_dir(log_dir: str, name: str, wait_s: float = 300) -> str:
     for n, run_dir in _candidates(log_dir, name):
         if run_dir in _held:  # a later stage of this same process continues its own run
             return str(run_dir)
+        if n > 1 and run_dir.exists():  # another run's folder (live or finished): not ours to write into
+            continue
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir.parent / f".{run_dir.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:

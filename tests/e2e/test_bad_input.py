@@ -67,15 +67,33 @@ pytestmark = pytest.mark.slow
         (["finetune", "--factory", "finetune(task='pretrain')"], "Expected one of ('finetune', 'finetune_both')"),
         (["pretrain", "--sweep", "optim.lr=1e-3,abc"], "--sweep: optim.lr='abc' is not a number"),
         (["pretrain", "executor.ntasks_per_node=abc"], "executor.ntasks_per_node=abc: Failed to parse 'abc' as"),
+        # the second round (security issue): each found only 15-20 s into the job, or never
+        (["pretrain", "trainer.val_check_interval=0"], "trainer.val_check_interval=0 must be a positive integer"),
+        (["pretrain", "trainer.limit_val_batches=-1"], "trainer.limit_val_batches=-1 must be a positive integer"),
+        (["pretrain", "trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0 must be a positive integer"),
+        (["pretrain", "data.val_size=8000"], "data.val_size=8000 must be between 1 and 7999"),
+        (["pretrain", "optim.weight_decay=-0.1"], "optim.weight_decay=-0.1 must be 0 or more"),
+        (["pretrain", "optim.adam_beta1=1.0"], "optim.adam_beta1=1.0 must be in [0, 1)"),
+        (["pretrain", "optim.adam_beta2=-0.5"], "optim.adam_beta2=-0.5 must be in [0, 1)"),
+        (["pretrain", "optim.adam_eps=nan"], "optim.adam_eps=nan must be positive (and finite)"),
+        (["pretrain", "optim.lr=inf"], "optim.lr=inf must be positive (and finite)"),
+        (["pretrain", "data.micro_batch_size=100000"], "data.micro_batch_size=100000 × 1 rank(s) is more than the 667"),
+        (["pretrain", "log.log_dir=/proc/no/runs"], "log.log_dir='/proc/no/runs' is not writable"),
+        (["pretrain", "log.name=a\nb"], "log.name='a\\nb' holds a control character: a value is one line"),
+        (["pretrain", "--name=evil\n"], "--name='evil\\n' is not a valid name"),
+        (["pretrain", "--name="], "--name='' is not a valid name"),
+        (["pipeline", "--yes", "--name", "pl\n"], "--name='pl\\n' is not a valid name"),
+        (["pretrain", "executor.ntasks_per_node=1\n"], "executor.ntasks_per_node='1\\n' holds a control character"),
+        (["pretrain", "executor.ntasks_per_node="], "executor.ntasks_per_node= has no value"),
+        (["pretrain", "executor=slurm", "executor.dependencies=['x']"], "executor.dependencies=['x'] is not allowed"),
+        (["check", "pretrain", "--name", "a b"], "--name='a b' is not a valid name"),
     ],
 )
 def test_one_clear_line_and_nothing_runs(args, message, tmp_path):
-    result = launch(
-        *args,
-        f"log.log_dir={tmp_path}" if args[0] != "pipeline" else "--log-dir",
-        *([] if args[0] != "pipeline" else [str(tmp_path)]),
-        "--yes",
-    )
+    where = ["--log-dir", str(tmp_path)] if args[0] == "pipeline" else [f"log.log_dir={tmp_path}"]
+    if any(a.startswith("log.log_dir=") for a in args):
+        where = []
+    result = launch(*args, *where, *([] if args[0] == "check" else ["--yes"]))
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
@@ -151,3 +169,39 @@ def test_truncated_data_is_found_before_submitting(tmp_path):
         assert f"data.root='{root}'" in result.stderr and "train-images-idx3-ubyte" in result.stderr
         assert ("cannot read" if case == "gzip" else "is truncated or corrupt") in result.stderr
         assert not runs.exists()
+
+
+def test_a_recipe_file_that_names_other_code_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "M"
+    exported = tmp_path / "p.yaml"
+    assert launch("pretrain", f"log.log_dir={tmp_path / 'runs'}", "--to-yaml", str(exported)).returncode == 0
+    text = exported.read_text()
+    hostile = text.replace(
+        "resume:\n  _target_: megatron_mnist.job.builders.resume\n  resume_if_exists: true",
+        f"resume:\n  _target_: subprocess.getoutput\n  cmd: touch {marker}",
+    )
+    assert hostile != text
+    exported.write_text(hostile)
+    for command in (["pretrain", "--yaml", str(exported), "--dryrun"], ["pretrain", "--yaml", str(exported), "--yes"],
+                    ["check", "pretrain", "--yaml", str(exported)]):  # fmt: skip
+        result = launch(*command)
+        assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+        assert "resume._target_='subprocess.getoutput' is not allowed" in result.stderr
+    binary = tmp_path / "b.yaml"
+    binary.write_bytes(b"\x00\xff\xfe\x80")
+    result = launch("pretrain", "--yaml", str(binary), "--yes")
+    assert result.returncode == 2 and f"--yaml {binary} is not a text file" in result.stderr
+    assert not marker.exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_dry_run_creates_nothing(tmp_path):
+    home = tmp_path / "nemo_home"
+    home.mkdir()
+    env = dict(os.environ, NEMORUN_HOME=str(home), COLUMNS="250")
+    for args in (["pretrain", "--dryrun"], ["pipeline", "--dryrun", "--log-dir", str(tmp_path / "runs")],
+                 ["pretrain", "executor=slurm", "--dryrun", "--skip-checks"]):  # fmt: skip
+        result = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], capture_output=True, text=True,
+                                timeout=300, env=env, cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert list(home.iterdir()) == [], list(home.rglob("*"))  # before: an empty experiments/NAME/
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nemo_home"]

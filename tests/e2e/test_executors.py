@@ -328,8 +328,13 @@ def test_bad_slurm_input_is_one_line_and_nothing_is_submitted(slurm, args, messa
     assert squeue_ids() == before and not (ROOT / "pwned").exists()
 
 
-def test_check_runs_the_submission_checks_and_submits_nothing(slurm, docker):
+def test_check_runs_the_submission_checks_and_submits_nothing(slurm, docker, tmp_path):
     before_jobs, before_containers = squeue_ids(), docker_containers()
+    home = tmp_path / "nemo_home"
+    env = dict(launch_env(), NEMORUN_HOME=str(home))
+    created = subprocess.run([sys.executable, str(ROOT / "launch.py"), "check", "pretrain", *slurm], text=True,
+                             capture_output=True, timeout=300, env=env)  # fmt: skip
+    assert created.returncode == 0 and not home.exists(), created.stderr[-2000:]  # before: it made experiments/
     ok = launch("check", "pretrain", *slurm, f"executor.python_env={sys.prefix}", "trainer.max_steps=10")
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "check: pretrain on SlurmExecutor: ok — nothing submitted" in ok.stdout
@@ -396,6 +401,49 @@ def test_hostile_values_are_data_on_a_real_slurm_submit(slurm, tmp_path):
     assert not marker.exists() and no_markers(tmp_path, job_dir, job_dir / "code"), script
     refused = launch("pretrain", *slurm, *FAST, f"executor.account=a$(touch {marker})")
     assert refused.returncode == 2 and "executor.account=" in refused.stderr and not marker.exists()
+
+
+def test_srun_arguments_are_data_on_a_real_slurm_submit(slurm, tmp_path):
+    # before: NeMo-Run wrote srun_args into the srun line unquoted, and `--x=$(touch M)` ran when the job started
+    marker = tmp_path / "pwned"
+    hostile = [f"--comment=a$(touch {marker})", f"--comment=b`touch {marker}`;touch {marker}"]
+    dry = launch("pretrain", *slurm, *FAST, f"executor.srun_args={hostile!r}", "--dryrun")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    (srun,) = [line for line in dry.stdout.splitlines() if line.startswith("srun --output")]
+    assert f"'--comment=a$(touch {marker})'" in srun, srun
+    result = launch("pretrain", *slurm, *FAST, f"executor.srun_args={hostile!r}", "log.name=srunargs")
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+    job_dir = job_dir_of(result.stdout, "pretrain")
+    (job_id,) = slurm_job_ids(job_dir)
+    assert sacct_state(job_id) == ("COMPLETED", "0:0")
+    assert_trained(job_dir / "code" / "runs" / "srunargs")
+    assert not marker.exists() and no_markers(tmp_path, job_dir, job_dir / "code")
+    # container_env holds names of variables: anything else is refused before submitting
+    refused = launch("pretrain", *slurm, *FAST, "executor.container_image=local/x:1",
+                     f"executor.container_env=['A$(touch {marker})']")  # fmt: skip
+    assert refused.returncode == 2 and "executor.container_env=" in refused.stderr and not marker.exists()
+
+
+def test_a_name_ending_in_a_newline_never_reaches_a_shell(slurm, tmp_path):
+    # before: '$' in the name rule matched before the final newline; NeMo-Run's packaging ran
+    # `tar -cf .../evil\n/evil\n_ID/...` through bash, and an executable named `.tar.gz.tmp` on PATH ran
+    marker = tmp_path / "pwned"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    trap = bin_dir / ".tar.gz.tmp"
+    trap.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    trap.chmod(0o755)
+    env = dict(launch_env(), PATH=f"{bin_dir}:{os.environ['PATH']}")
+    before = squeue_ids()
+    for args in (["pretrain", "--name=evil\n", *slurm, "--dryrun", "--skip-checks"],
+                 ["pretrain", "--name=evil\n", *slurm, *FAST],
+                 ["pipeline", "--name", "pl\n", *slurm, "--dryrun"],
+                 ["pretrain", *slurm, *FAST, "log.name=evil\n"]):  # fmt: skip
+        result = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], capture_output=True, text=True,
+                                timeout=300, env=env, cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+        assert "is not a valid name" in result.stderr or "holds a control character" in result.stderr
+    assert not marker.exists() and squeue_ids() == before
 
 
 def test_docker_with_an_absolute_log_dir_keeps_the_run_on_the_host(docker, tmp_path):

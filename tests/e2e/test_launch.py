@@ -92,7 +92,9 @@ def test_local_executor_trains_then_resumes_the_same_run(tmp_path):
     run_dir = tmp_path / "r"
     assert list(run_dir.glob("checkpoints/*step=20*-last.ckpt"))
 
-    second = launch(*args, "trainer.max_steps=30")
+    # environment variables of the user's: before, they replaced the PATH that makes the job run this interpreter,
+    # and the job ran the system Python where the venv is not activated (as in CI)
+    second = launch(*args, "trainer.max_steps=30", "executor.env_vars={'MNIST_MARK': 'x'}")
     assert second.returncode == 0, second.stdout[-3000:]
     steps = [step for step, _ in logged(run_dir, "train_loss")]
     assert max(steps) == 29 and sorted(set(steps)) == steps  # no step trained twice: it resumed at 20

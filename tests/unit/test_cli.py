@@ -54,8 +54,10 @@ def test_exit_status_is_0_only_when_every_task_succeeded_or_was_submitted():
         def __init__(self, state):
             self.state = state
 
-    assert cli.exit_status({"a": Result("SUCCEEDED"), "b": Result("SUBMITTED")}) == 0
-    assert cli.exit_status({"a": Result("SUCCEEDED"), "b": Result("FAILED")}) == 1
+    assert cli.exit_status({"a": Result("SUCCEEDED"), "b": Result("SUBMITTED")}, detached=True) == 0
+    assert cli.exit_status({"a": Result("SUCCEEDED"), "b": Result("FAILED")}, detached=True) == 1
+    # waited for, yet only submitted: it never ran (NEMORUN_HOME's disk full): not a success
+    assert cli.exit_status({"a": Result("SUCCEEDED"), "b": Result("SUBMITTED")}) == 1
 
 
 def test_a_pipeline_shares_one_folder_that_every_stage_reaches(tmp_path, monkeypatch):

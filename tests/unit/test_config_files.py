@@ -40,10 +40,36 @@ def test_files_that_are_not_this_commands_recipe_are_one_line(tmp_path):
     with pytest.raises(ConfigFileError, match=r"missing.yaml: No such file"):
         load_recipe(str(tmp_path / "missing.yaml"), train)
     path.write_text(path.read_text().replace("megatron_mnist.job.builders.trainer", "megatron_mnist.job.builders.nope"))
-    with pytest.raises(
-        ConfigFileError, match=r"trainer._target_='megatron_mnist.job.builders.nope' cannot be imported"
-    ):
+    with pytest.raises(ConfigFileError, match=r"trainer._target_='megatron_mnist.job.builders.nope' is not allowed"):
         load_recipe(str(path), train)
+    (tmp_path / "binary.yaml").write_bytes(b"\x00\xff\xfe\x80")
+    with pytest.raises(ConfigFileError, match=r"binary.yaml is not a text file"):
+        load_recipe(str(tmp_path / "binary.yaml"), train)
+
+
+@pytest.mark.parametrize("where", ["top", "nested", "deep"])
+def test_a_file_may_name_only_the_recipes_callables_and_nothing_else_is_imported(tmp_path, monkeypatch, where):
+    # a recipe file is code: before, only the top-level _target_ was checked, and `resume: {_target_:
+    # subprocess.getoutput, cmd: ...}` ran in the job. Now no other callable is even imported.
+    marker = tmp_path / "IMPORTED"
+    (tmp_path / "mm_hostile.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef f(**kw): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "p.yaml"
+    _serialize_configuration(pretrain(), to_yaml=str(path), to_toml=None, to_json=None, console=Console(quiet=True))
+    text = path.read_text()
+    if where == "top":
+        text = text.replace("_target_: megatron_mnist.job.api.train", "_target_: mm_hostile.f", 1)
+        expected = r"holds 'mm_hostile.f', not a recipe of megatron_mnist.job.api.train"
+    elif where == "nested":
+        text = text.replace("_target_: megatron_mnist.job.builders.resume", "_target_: mm_hostile.f")
+        expected = r"resume._target_='mm_hostile.f' is not allowed: a recipe file may name only"
+    else:  # a config inside a builder's argument
+        text = text.replace("  task: pretrain", "  task:\n    _target_: subprocess.getoutput\n    cmd: touch M")
+        expected = r"model.task._target_='subprocess.getoutput' is not allowed"
+    path.write_text(text)
+    with pytest.raises(ConfigFileError, match=expected):
+        load_recipe(str(path), train)
+    assert not marker.exists()
 
 
 def test_a_recipe_saved_before_the_launcher_job_split_still_loads(tmp_path):

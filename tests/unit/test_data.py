@@ -109,3 +109,75 @@ def test_resident_dataset_moves_and_gathers_on_its_device():
     batch = ds.__getitems__([3, 1, 4])
     assert batch["data"].device.type == "meta" and batch["data"].shape == (3, 1, 28, 28)
     assert batch["idx"].device.type == "meta" and batch["label"].shape == (3,)
+
+
+def _idx(dims: tuple[int, ...], data: bytes) -> bytes:
+    return bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims) + data
+
+
+def _folder_with(tmp_path, split="train", images=None, labels=None):
+    """A copy of the sample's two files of ``split``, with either replaced by raw IDX bytes."""
+    for kind, replacement in (("images-idx3", images), ("labels-idx1", labels)):
+        stem = f"{split}-{kind}-ubyte"
+        if replacement is None:
+            shutil.copy(SAMPLE / f"{stem}.gz", tmp_path)
+        else:
+            (tmp_path / stem).write_bytes(replacement)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "images, labels, message",
+    [
+        (None, _idx((7999,), bytes(7999)), "holds 8000 images, .*train-labels-idx1-ubyte 7999 labels"),
+        (_idx((3, 10, 10), bytes(300)), _idx((3,), bytes(3)), "train-images-idx3-ubyte holds 10×10 images, not 28×28"),
+        (_idx((0, 28, 28), b""), _idx((0,), b""), "train-images-idx3-ubyte holds no images"),
+        (_idx((2, 28, 28), bytes(1568)), _idx((2,), bytes([3, 11])), "labels-idx1-ubyte holds label 11: labels are"),
+        (_idx((2, 28, 28), bytes(1568)), _idx((2,), bytes([255, 0])), "holds label 255"),
+    ],
+)
+def test_files_that_are_not_mnist_are_named_before_the_job_and_in_it(tmp_path, images, labels, message):
+    # before: fewer labels, 10×10 images, labels 11 / 255 trained anyway (pretrain) or failed without a file name
+    from megatron_mnist.data.idx import check_mnist
+
+    folder = _folder_with(tmp_path, images=images, labels=labels)
+    with pytest.raises(IDXError, match=message):
+        check_mnist(folder, "train")  # the launcher's pre-submit check
+    with pytest.raises(IDXError, match=message):
+        MNISTCustom(folder, train=True)  # the job's own reading
+
+
+def test_a_gzip_bomb_is_refused_without_being_expanded(tmp_path):
+    import resource
+
+    from megatron_mnist.data.idx import check_mnist
+
+    # an images file whose header announces the sample's 8000 digits but whose gzip expands to 400 MB of zeros
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as f:
+        f.write(_idx((8000, 28, 28), b""))
+        for _ in range(400):
+            f.write(bytes(1 << 20))
+    assert bomb.stat().st_size < 1 << 20
+    shutil.copy(SAMPLE / "train-labels-idx1-ubyte.gz", tmp_path)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(IDXError, match=r"truncated or corrupt: header says \(8000, 28, 28\) = 6272000 bytes, file "
+                       r"holds more"):  # fmt: skip
+        check_mnist(tmp_path, "train")
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kb < 100_000, grown_kb  # never the 400 MB it expands to
+    huge = tmp_path / "huge" / "train-images-idx3-ubyte"
+    huge.parent.mkdir()
+    huge.write_bytes(_idx((1 << 20, 1 << 10, 1 << 10), b""))  # a header that claims 1 TB
+    with pytest.raises(IDXError, match="more than an MNIST file holds"):
+        read_idx(huge, ndim=3)
+
+
+def test_the_split_rule_is_one_for_the_checks_and_the_data_module():
+    from megatron_mnist.data.split import split_sizes
+
+    assert split_sizes(8000, None) == (7333, 667)
+    assert split_sizes(8000, 1000) == (7000, 1000)
+    for bad in (0, 8000, 9000):
+        with pytest.raises(ValueError, match=f"data.val_size={bad} must be between 1 and 7999"):
+            split_sizes(8000, bad)

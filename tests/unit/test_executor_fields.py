@@ -11,7 +11,7 @@ import pytest
 
 from megatron_mnist import executors
 from megatron_mnist.executors.fields import FieldError, check_fields
-from megatron_mnist.executors.slurm_cluster import python_envs, quote_env_values
+from megatron_mnist.executors.slurm_cluster import python_envs, quote_for_the_script
 from megatron_mnist.job import builders
 from megatron_mnist.launcher.recipe_checks import RecipeError, check_overrides, check_run_name
 from megatron_mnist.names import NameError_, check_name
@@ -21,7 +21,8 @@ EVIL = "a$(touch PWNED)"
 
 
 def slurm(**settings):
-    later = ("env_vars", "comment", "srun_args", "qos") + (() if settings.get("tunnel") == "ssh" else ("job_dir",))
+    later = ("env_vars", "comment", "srun_args", "qos", "container_env", "dependencies")
+    later += () if settings.get("tunnel") == "ssh" else ("job_dir",)
     fields = {k: settings.pop(k) for k in list(settings) if k in later}  # executor fields, set as the CLI sets them
     executor = fdl.build(executors.slurm(**settings))
     for key, value in fields.items():
@@ -46,6 +47,19 @@ def slurm(**settings):
         ({"env_vars": {"A;B": "1"}}, "executor.env_vars['A;B']"),
         ({"tunnel": "ssh", "host": "h;id", "job_dir": "/j"}, "executor.host="),
         ({"tunnel": "ssh", "host": "h", "user": "$(id)", "job_dir": "/j"}, "executor.user="),
+        ({"container_image": "nvcr.io/x:1", "container_env": ["A$(touch M)"]}, "executor.container_env='A$(touch M)'"),
+        ({"container_env": ["A,B"]}, "executor.container_env='A,B' is not allowed: expected names of environment"),
+        ({"reservation": "r;id"}, "executor.reservation='r;id' is not allowed: expected a name"),
+        ({"dependencies": ["slurm_tunnel://x/1"]}, "executor.dependencies="),
+        # a trailing newline: '$' would match before it (every rule is a full match)
+        ({"account": "acct\n"}, "executor.account='acct\\n' is not allowed"),
+        ({"partition": "debug\n"}, "executor.partition="),
+        ({"time": "10\n"}, "executor.time="),
+        ({"container_image": "img:1\n"}, "executor.container_image="),
+        ({"tunnel": "ssh", "host": "h\n", "job_dir": "/j"}, "executor.host="),
+        ({"tunnel": "ssh", "host": "h", "user": "u\n", "job_dir": "/j"}, "executor.user="),
+        ({"job_dir": "/tmp/x\n"}, "executor.job_dir="),
+        ({"env_vars": {"A\n": "1"}}, "executor.env_vars['A\\n']"),
     ],
 )
 def test_slurm_fields_that_would_be_code_are_refused(settings, message):
@@ -60,11 +74,15 @@ def test_slurm_time_formats_pass(time):
 
 
 def test_slurm_values_that_may_hold_anything_are_quoted():
-    executor = slurm(python_env="/opt/envs/my env;touch PWNED", comment=EVIL, env_vars={"MARK": "$(touch PWNED)"})
-    check_fields(executor)  # a comment is quoted by NeMo-Run's #SBATCH line; env values and python_env by us
-    quote_env_values(executor)
-    quote_env_values(executor)  # once only
+    executor = slurm(python_env="/opt/envs/my env;touch PWNED", comment=EVIL, env_vars={"MARK": "$(touch PWNED)"},
+                     srun_args=["--mpi=pmix", "--x=$(touch PWNED)"])  # fmt: skip
+    check_fields(executor)  # a comment is quoted by NeMo-Run's #SBATCH line; env values, srun args, python_env by us
+    quote_for_the_script(executor)
+    quote_for_the_script(executor)  # once only
     assert executor.env_vars == {"MARK": shlex.quote("$(touch PWNED)")}
+    # each srun argument reaches srun as itself (the script's shell unquotes it), never as code
+    assert executor.srun_args == ["--mpi=pmix", "'--x=$(touch PWNED)'"]
+    assert shlex.split(" ".join(executor.srun_args)) == ["--mpi=pmix", "--x=$(touch PWNED)"]
     assert executor.setup_lines == "source '/opt/envs/my env;touch PWNED/bin/activate'"
     assert python_envs(executor) == ["/opt/envs/my env;touch PWNED"]
 
@@ -111,10 +129,28 @@ def test_docker_mounts_the_recipes_absolute_paths(tmp_path):
     assert executor.volumes == before
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "../escape", "a/b", "-x", "x" * 101, "a b", "a$(id)", None, 3])
+@pytest.mark.parametrize(
+    "name", ["", ".", "..", "../escape", "a/b", "-x", "x" * 101, "a b", "a$(id)", None, 3, "evil\n", "a\nb"]
+)
 def test_names_that_are_paths_or_code_are_refused(name):
     with pytest.raises(NameError_):
         check_name(name, "log.name")
+
+
+@pytest.mark.parametrize("code", [*range(0x20), 0x7F])
+def test_no_control_character_passes_any_name_or_field_rule_anywhere_in_a_value(code):
+    # before, 'evil\n' passed the name rule ('$' matches before a final newline) and a Slurm dry run ran shell
+    from megatron_mnist.executors import fields
+
+    char = chr(code)
+    rules = [fields.NAME, fields.HOST, fields.USER, fields.IMAGE, fields.SAFE_PATH, fields.ENV_KEY,
+             fields.SLURM_TIME, fields.SHM_SIZE]  # fmt: skip
+    for base in ("ok", "10"):  # each passes some of the rules as it is
+        for value in (f"{base}{char}", f"{char}{base}", f"{base[0]}{char}{base[1:]}"):
+            with pytest.raises(NameError_):
+                check_name(value, "--name")
+            for rule in rules:
+                assert not rule.fullmatch(value), (rule.pattern, value)
 
 
 @pytest.mark.parametrize("name", ["pretrain", "run.2", "A_b-3", "x" * 100])
@@ -142,6 +178,21 @@ def test_local_executor_fields():
     check_fields(run.LocalExecutor(env_vars={"OK_1": "$(anything) is data"}))
     with pytest.raises(FieldError):
         check_fields(run.LocalExecutor(env_vars={"1BAD": "x"}))
+
+
+def test_the_local_job_runs_this_interpreter_whatever_env_vars_are_given():
+    # before, executor.env_vars={...} replaced the factory's PATH and the job ran the system Python
+    this_bin = str(Path(sys.executable).parent)
+    for given in ({}, {"MARK": "x"}, {"PATH": "/usr/bin:/bin"}):
+        executor = fdl.build(executors.local())
+        executor.env_vars = dict(given)
+        executors.kind_of(executor).prepare(executor, [])
+        executors.kind_of(executor).prepare(executor, [])  # once only
+        path = executor.env_vars["PATH"].split(":")
+        assert path[0] == this_bin and path.count(this_bin) == 1
+        assert executor.env_vars.get("MARK") == given.get("MARK")
+        if "PATH" in given:
+            assert path[1:] == ["/usr/bin", "/bin"]
 
 
 def test_every_kind_in_the_registry_builds_and_recognises_its_executor():

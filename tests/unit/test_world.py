@@ -82,3 +82,24 @@ def test_the_ranks_of_one_launch_share_a_run_dir_and_another_launch_gets_its_own
     assert follower.communicate(timeout=60)[0].strip() == str(tmp_path / "r-2")
     assert other_run == str(tmp_path / "r")
     leader.kill()
+
+
+def test_a_run_whose_name_is_in_use_never_takes_another_runs_folder(tmp_path, monkeypatch):
+    # before: a finished `col-2` (its own run) was where the second of two concurrent `col` runs went: it resumed
+    # col-2's checkpoint and tidied col-2's checkpoints away
+    import fcntl
+
+    from megatron_mnist import run_dirs
+
+    monkeypatch.setattr(run_dirs, "_held", {})
+    monkeypatch.setattr(run_dirs, "_asked", {})
+    (tmp_path / "col-2" / "checkpoints").mkdir(parents=True)  # a finished run, not running: no lock held
+    (tmp_path / ".col-2.lock").write_text("")
+    live = os.open(tmp_path / ".col.lock", os.O_RDWR | os.O_CREAT)  # a live run of `col` holds its folder
+    fcntl.flock(live, fcntl.LOCK_EX)
+    try:
+        assert claim_run_dir(str(tmp_path), "col") == str(tmp_path / "col-3")
+        assert run_dirs.renamed_from(tmp_path / "col-3") == str(tmp_path / "col")
+    finally:
+        os.close(live)
+    assert sorted(p.name for p in (tmp_path / "col-2").iterdir()) == ["checkpoints"]  # untouched

@@ -8,9 +8,7 @@ from torch.utils.data import Subset, default_collate, random_split
 
 from megatron_mnist.data.dataset import MNISTCustom
 from megatron_mnist.data.resampling import IdentityMultiEpochDatasetWrapper, MultiEpochDatasetResampler
-
-# The original split MNIST's 60,000 training digits 55,000 / 5,000: one in twelve goes to validation.
-VAL_FRACTION = 1 / 12
+from megatron_mnist.data.split import split_sizes
 
 
 def collate(batch):
@@ -74,14 +72,8 @@ class MNISTDataModule(pl.LightningDataModule):
     # -- datasets ---------------------------------------------------------------------------------------------------
     def train_val_split(self) -> tuple[Subset, Subset]:
         full = MNISTCustom(self.root, train=True, download=self.download)
-        n_val = round(len(full) * VAL_FRACTION) if self.val_size is None else self.val_size
-        if not 0 < n_val < len(full):
-            raise ValueError(
-                f"data.val_size={n_val} must be between 1 and {len(full) - 1} "
-                f"(the training files hold {len(full)} digits)"
-            )
         generator = torch.Generator().manual_seed(self.split_seed)
-        train, val = random_split(full, [len(full) - n_val, n_val], generator=generator)
+        train, val = random_split(full, list(split_sizes(len(full), self.val_size)), generator=generator)
         return train, val
 
     def _place(self, mnist: MNISTCustom) -> MNISTCustom:

@@ -1,6 +1,5 @@
 """The MNIST dataset as the tutorial has it: a torchvision ``MNIST`` whose items are ``{data, label, idx}`` dicts."""
 
-from importlib import resources
 from pathlib import Path
 from typing import TypedDict
 
@@ -8,18 +7,13 @@ import numpy as np
 import torch
 from torchvision.datasets import MNIST
 
-from megatron_mnist.data.idx import IDXError, find_idx_file, read_idx
+from megatron_mnist.data.idx import IDXError, embedded_sample_root, mnist_folder, read_mnist
 
 
 class MnistItem(TypedDict):
     data: torch.Tensor  # [1, 28, 28] float in [0, 1]
     label: int
     idx: int
-
-
-def embedded_sample_root() -> Path:
-    """The 10,000-digit MNIST sample shipped inside the package (8,000 train, 2,000 test)."""
-    return Path(str(resources.files("megatron_mnist.data") / "sample"))
 
 
 class MNISTCustom(MNIST):
@@ -39,8 +33,7 @@ class MNISTCustom(MNIST):
     def raw_folder(self) -> str:
         # torchvision looks under root/<ClassName>/raw; a download lands in root/MNIST/raw. Accept that layout and
         # a folder holding the files directly.
-        downloaded = Path(self.root) / "MNIST" / "raw"
-        return str(downloaded if downloaded.is_dir() else Path(self.root))
+        return str(mnist_folder(self.root))
 
     def _check_exists(self) -> bool:
         return True  # _load_data raises an error that names the missing file, which beats torchvision's message
@@ -49,13 +42,7 @@ class MNISTCustom(MNIST):
         return False
 
     def _load_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        split = "train" if self.train else "t10k"
-        images = read_idx(find_idx_file(self.raw_folder, f"{split}-images-idx3-ubyte"), ndim=3)
-        labels = read_idx(find_idx_file(self.raw_folder, f"{split}-labels-idx1-ubyte"), ndim=1)
-        if len(images) != len(labels):
-            raise IDXError(
-                f"MNIST {split} files in {self.raw_folder} disagree: {len(images)} images, {len(labels)} labels"
-            )
+        images, labels = read_mnist(self.raw_folder, "train" if self.train else "t10k")
         # Scale once here rather than per item through PIL and ToTensor: same values, far less work per step.
         data = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
         return data, torch.from_numpy(labels.astype(np.int64))

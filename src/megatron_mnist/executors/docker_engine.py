@@ -73,9 +73,9 @@ def shape(executor: run.DockerExecutor) -> tuple[int, int, int, bool]:
 
 
 def check_fields(executor: run.DockerExecutor) -> None:
-    if not IMAGE.match(executor.container_image or ""):
+    if not IMAGE.fullmatch(executor.container_image or ""):
         refuse("image", executor.container_image, "an image reference such as nvcr.io/nvidia/nemo:25.09")
-    if not SHM_SIZE.match(str(executor.shm_size)):
+    if not SHM_SIZE.fullmatch(str(executor.shm_size)):
         refuse("shm_size", executor.shm_size, "a size such as 8g or 512m")
     for volume in executor.volumes:
         check_mount("volumes", volume)

@@ -23,16 +23,17 @@ module under ``megatron_mnist/executors/``). :func:`check_fields` runs before ev
 import re
 from dataclasses import fields, is_dataclass
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # account, partition, qos, reservation ...
-HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$|^\[?[0-9A-Fa-f:]+\]?$")
-USER = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,31}$")
-IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")  # registry/name:tag@digest, or a .sqsh path
+# Each rule is applied with fullmatch (a "$" anchor would also accept a trailing newline).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # account, partition, qos, reservation ...
+HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[?[0-9A-Fa-f:]+\]?")
+USER = re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,31}")
+IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}")  # registry/name:tag@digest, or a .sqsh path
 # no whitespace, quotes, $ ` ; | & < > ( ) \ and no ',' (NeMo-Run joins container mounts with commas)
-SAFE_PATH = re.compile(r"^[A-Za-z0-9._/+@~-][A-Za-z0-9._/+@=~-]*$")
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SAFE_PATH = re.compile(r"[A-Za-z0-9._/+@~-][A-Za-z0-9._/+@=~-]*")
+ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Slurm's --time: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (or UNLIMITED / INFINITE)
-SLURM_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+(:\d{1,2}(:\d{1,2})?)?|UNLIMITED|INFINITE)$")
-SHM_SIZE = re.compile(r"^\d+(\.\d+)?[bkmgBKMG]?$")
+SLURM_TIME = re.compile(r"(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+(:\d{1,2}(:\d{1,2})?)?|UNLIMITED|INFINITE)")
+SHM_SIZE = re.compile(r"\d+(\.\d+)?[bkmgBKMG]?")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SLURM_NAMES = ("account", "partition", "qos", "job_name_prefix", "reservation", "network", "dependency_type")
 SLURM_COUNTS = ("nodes", "ntasks_per_node", "gpus_per_node", "gpus_per_task", "cpus_per_task", "cpus_per_gpu")
@@ -48,7 +49,7 @@ def refuse(key: str, value, expected: str) -> None:
 
 
 def check_path(key: str, value: str) -> None:
-    if value and not SAFE_PATH.match(value):
+    if value and not SAFE_PATH.fullmatch(value):
         refuse(
             key, value, "a path of letters, digits and . _ / + @ = ~ - (no spaces, quotes, commas or shell characters)"
         )
@@ -59,7 +60,7 @@ def check_mount(key: str, mount: str) -> None:
     parts = mount.split(":")
     if not 2 <= len(parts) <= 3 or not all(parts[:2]):
         refuse(key, mount, "HOST:CONTAINER[:ro]")
-    if not all(SAFE_PATH.match(part) for part in parts[:2]):
+    if not all(SAFE_PATH.fullmatch(part) for part in parts[:2]):
         refuse(
             key,
             mount,
@@ -94,7 +95,7 @@ def every_field_one_line(executor, shell_by_design: tuple[str, ...] = ()) -> Non
 
 def check_env(key: str, env: dict) -> None:
     for name, value in (env or {}).items():
-        if not ENV_KEY.match(str(name)):
+        if not ENV_KEY.fullmatch(str(name)):
             refuse(f"{key}[{name!r}]", value, "an environment variable name of letters, digits and _")
 
 

@@ -18,10 +18,7 @@ def local(ntasks_per_node: int = 1, launcher: Optional[str] = None) -> run.Confi
         raise ValueError(f"executor.ntasks_per_node={ntasks_per_node} must be a positive integer")
     if launcher is None and ntasks_per_node > 1:
         launcher = "torchrun"
-    # The job runs `python -m nemo_run...`: make that the interpreter launching it (e.g. the project's venv),
-    # whether or not the venv is activated.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return run.Config(run.LocalExecutor, ntasks_per_node=ntasks_per_node, launcher=launcher, env_vars={"PATH": path})
+    return run.Config(run.LocalExecutor, ntasks_per_node=ntasks_per_node, launcher=launcher)
 
 
 def shape(executor: run.LocalExecutor) -> tuple[int, int, None, bool]:
@@ -32,6 +29,21 @@ def check_fields(executor: run.LocalExecutor) -> None:
     check_env("env_vars", executor.env_vars)  # values pass as data (Popen's environment), names must be names
 
 
+def use_this_interpreter(executor: run.LocalExecutor, recipes=()) -> None:
+    """The job runs ``python -m nemo_run...``: make ``python`` the interpreter launching it (the project's venv),
+    whether or not the venv is activated, and whatever ``executor.env_vars`` the user gave (a PATH of their own
+    included: it follows)."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = executor.env_vars.get("PATH", os.environ.get("PATH", ""))
+    if path.split(os.pathsep)[0] != bin_dir:
+        executor.env_vars["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
+
+
 KIND = ExecutorKind(
-    name="local", executor_type=run.LocalExecutor, factory=local, shape=shape, check_fields=check_fields
+    name="local",
+    executor_type=run.LocalExecutor,
+    factory=local,
+    shape=shape,
+    check_fields=check_fields,
+    prepare=use_this_interpreter,
 )

@@ -12,6 +12,7 @@ import nemo_run as run
 
 from megatron_mnist.executors.base import ExecutorKind, this_machines_folder
 from megatron_mnist.executors.fields import (
+    ENV_KEY,
     HOST,
     IMAGE,
     NAME,
@@ -38,6 +39,7 @@ def slurm(
     ntasks_per_node: int = 1,
     gpus_per_node: Optional[int] = None,
     time: str = "01:00:00",
+    reservation: Optional[str] = None,
     job_dir: Optional[str] = None,
     python_env: Optional[str] = None,
     setup_lines: Optional[str] = None,
@@ -54,6 +56,7 @@ def slurm(
     Args:
         account / partition / nodes / ntasks_per_node / gpus_per_node / time: the sbatch request
             (``gpus_per_node`` becomes ``--gpus-per-node``).
+        reservation: a Slurm reservation to run in (``#SBATCH --reservation``).
         job_dir: where jobs are staged on the cluster (ssh: required, an absolute path there; local: NeMo-Run's
             experiments folder unless given).
         python_env: a virtual environment on the cluster that holds the NeMo 2 stack; its ``bin/activate`` is
@@ -98,6 +101,8 @@ def slurm(
         container_image=container_image,
         container_mounts=list(container_mounts or []),
         setup_lines="\n".join(lines) or None,
+        # NeMo-Run's executor has no reservation field: it takes sbatch's other flags as additional parameters
+        additional_parameters={"reservation": reservation} if reservation else None,
         tunnel=link,
         packager=run.Config(SourcePackager),
     )
@@ -109,17 +114,25 @@ def shape(executor: run.SlurmExecutor) -> tuple[int, int, int, bool]:
 
 
 def check_fields(executor: run.SlurmExecutor) -> None:
+    extra = executor.additional_parameters or {}
     for key in SLURM_NAMES:
-        value = getattr(executor, key, None)
-        if value and not NAME.match(str(value)):
+        value = getattr(executor, key, None) or extra.get(key)
+        if value and not NAME.fullmatch(str(value)):
             refuse(key, value, "a name of letters, digits, '.', '_' and '-'")
+    for name in executor.container_env or []:  # --container-env NAME,NAME: names of this environment's variables
+        if not ENV_KEY.fullmatch(str(name)):
+            refuse("container_env", name, "names of environment variables (letters, digits and _)")
+    if executor.dependencies:
+        refuse("dependencies", executor.dependencies, "none: a pipeline's stages depend on each other by themselves")
+    if executor.resource_group or executor.heterogeneous or executor.run_as_group:
+        refuse("resource_group", executor.resource_group, "none: heterogeneous jobs are not offered by this launcher")
     for key in SLURM_COUNTS:
         value = getattr(executor, key, None)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             refuse(key, value, "a positive integer")
-    if not SLURM_TIME.match(str(executor.time)):
+    if not SLURM_TIME.fullmatch(str(executor.time)):
         refuse("time", executor.time, "a Slurm time limit: MINUTES, HH:MM:SS or D-HH:MM:SS, e.g. 01:30:00")
-    if executor.container_image and not IMAGE.match(executor.container_image):
+    if executor.container_image and not IMAGE.fullmatch(executor.container_image):
         refuse("container_image", executor.container_image, "an image reference such as nvcr.io/nvidia/nemo:25.09")
     for mount in executor.container_mounts or []:
         check_mount("container_mounts", mount)
@@ -128,9 +141,9 @@ def check_fields(executor: run.SlurmExecutor) -> None:
     check_path("job_dir", getattr(tunnel, "job_dir", "") or "")
     check_path("job_dir", executor.job_dir or "")
     if isinstance(tunnel, run.SSHTunnel):
-        if not HOST.match(tunnel.host or ""):
+        if not HOST.fullmatch(tunnel.host or ""):
             refuse("host", tunnel.host, "a host name or address")
-        if not USER.match(tunnel.user or ""):
+        if not USER.fullmatch(tunnel.user or ""):
             refuse("user", tunnel.user, "a user name of letters, digits, '.', '_' and '-'")
         if not isinstance(tunnel.port, int) or not 0 < tunnel.port < 65536:
             refuse("port", tunnel.port, "a port number 1-65535")
@@ -199,7 +212,13 @@ def preflight(executor: run.SlurmExecutor) -> None:
                 f"executor.python_env={env!r} is not a virtual environment {_where(tunnel)} (no bin/activate)"
             )
     job_dir = tunnel.job_dir or os.path.join(run.config.get_nemorun_home(), "experiments")
-    status, out = _tunnel_run(tunnel, f"mkdir -p {shlex.quote(job_dir)} && test -w {shlex.quote(job_dir)}")
+    # writable where it exists, else where it would be created (its nearest existing folder): probed with a file
+    # made and removed at once, so a check creates nothing (NeMo-Run makes the folder when it submits)
+    probe = (
+        f'd={shlex.quote(job_dir)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); done; '
+        '[ -d "$d" ] && f=$(mktemp -p "$d" .megatron-mnist-probe.XXXXXX) && rm -f "$f"'
+    )
+    status, out = _tunnel_run(tunnel, probe)
     if status != 0:
         raise PreflightError(f"executor.job_dir={job_dir!r} is not writable {_where(tunnel)}")
 
@@ -218,12 +237,15 @@ def _where(tunnel) -> str:
     return f"on {tunnel.host}" if isinstance(tunnel, run.SSHTunnel) else "on this machine"
 
 
-def quote_env_values(executor: run.SlurmExecutor, recipes=()) -> None:
-    """NeMo-Run writes ``export KEY=VALUE`` into the sbatch script as it is; quote each value so that it stays data
-    (``$HOME`` stays the four characters, as with Docker and the local executor). Once per executor."""
-    if not getattr(executor, "_env_quoted", False):
+def quote_for_the_script(executor: run.SlurmExecutor, recipes=()) -> None:
+    """NeMo-Run writes ``export KEY=VALUE`` and the ``srun`` line's arguments into the sbatch script as they are (its
+    ``noquote`` is an alias of ``str``, so its own quoting never applies); quote each environment value and each
+    ``srun_args`` item so that it stays data (``$HOME`` stays the four characters, as with Docker and the local
+    executor; ``--x=$(touch M)`` reaches srun as that one argument). Once per executor."""
+    if not getattr(executor, "_quoted_for_script", False):
         executor.env_vars = {key: shlex.quote(str(value)) for key, value in executor.env_vars.items()}
-        executor._env_quoted = True
+        executor.srun_args = [shlex.quote(str(arg)) for arg in executor.srun_args or []] or None
+        executor._quoted_for_script = True
 
 
 def shared_dir(log_dir: str, executor: run.SlurmExecutor) -> str:
@@ -240,6 +262,6 @@ KIND = ExecutorKind(
     shape=shape,
     check_fields=check_fields,
     preflight=preflight,
-    prepare=quote_env_values,
+    prepare=quote_for_the_script,
     shared_dir=shared_dir,
 )

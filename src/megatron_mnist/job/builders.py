@@ -9,6 +9,7 @@ The one place that knows about hardware is :func:`resolve_accelerator`: on a GPU
 trainer gets :class:`megatron_mnist.job.strategies.CPUStrategy` in fp32 and the optimizer torch's Adam.
 """
 
+import math
 import typing
 from dataclasses import dataclass
 from functools import partial
@@ -35,12 +36,19 @@ def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 # Each value constraint of the builders' arguments, declared once: the builders check it on the node (a recipe
 # composed in Python never met the launcher), the launcher's pre-submit checks (launcher/recipe_checks.py) before
 # anything is submitted. Constraints that need the data or the ranks (val_size against the dataset, the global
 # batch against the ranks) are checked where those are known.
 CONSTRAINTS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "trainer.max_steps": (_positive_int, "must be a positive integer"),
+    "trainer.val_check_interval": (_positive_int, "must be a positive integer (optimizer steps)"),
+    "trainer.limit_val_batches": (_positive_int, "must be a positive integer (batches per validation)"),
+    "trainer.log_every_n_steps": (_positive_int, "must be a positive integer"),
     "trainer.devices": (_positive_int, "must be a positive integer"),
     "trainer.num_nodes": (_positive_int, "must be a positive integer"),
     "data.micro_batch_size": (_positive_int, "must be a positive integer"),
@@ -48,7 +56,11 @@ CONSTRAINTS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "data.val_size": (_positive_int, "must be a positive integer"),
     "data.num_workers": (lambda v: isinstance(v, int) and v >= 0, "must be 0 or more"),
     "model.hidden_size": (_positive_int, "must be a positive integer"),
-    "optim.lr": (lambda v: isinstance(v, (int, float)) and v > 0, "must be positive"),
+    "optim.lr": (lambda v: _number(v) and v > 0, "must be positive (and finite)"),
+    "optim.weight_decay": (lambda v: _number(v) and v >= 0, "must be 0 or more (and finite)"),
+    "optim.adam_beta1": (lambda v: _number(v) and 0 <= v < 1, "must be in [0, 1)"),
+    "optim.adam_beta2": (lambda v: _number(v) and 0 <= v < 1, "must be in [0, 1)"),
+    "optim.adam_eps": (lambda v: _number(v) and v > 0, "must be positive (and finite)"),
 }
 
 
@@ -164,7 +176,9 @@ def trainer(
     from megatron_mnist.job.preemption import SaveOnPreemption
     from megatron_mnist.job.world import launcher_world
 
-    check_values("trainer", max_steps=max_steps, devices=devices, num_nodes=num_nodes)
+    check_values("trainer", max_steps=max_steps, devices=devices, num_nodes=num_nodes,
+                 val_check_interval=val_check_interval, limit_val_batches=limit_val_batches,
+                 log_every_n_steps=log_every_n_steps)  # fmt: skip
     world = launcher_world()
     devices = world.ranks_per_node if devices is None else devices
     num_nodes = world.nodes if num_nodes is None else num_nodes
@@ -249,7 +263,8 @@ class Adam:
 
     def module(self, megatron: bool):
         """Megatron's distributed Adam (bf16 params, fp32 main weights) under MegatronStrategy, torch's elsewhere."""
-        check_values("optim", lr=self.lr)
+        check_values("optim", lr=self.lr, weight_decay=self.weight_decay, adam_beta1=self.adam_beta1,
+                     adam_beta2=self.adam_beta2, adam_eps=self.adam_eps)  # fmt: skip
 
         if megatron:
             from megatron.core.optimizer import OptimizerConfig
@@ -326,3 +341,9 @@ def resume(resume_if_exists: bool = True):
     from megatron_mnist.job.checkpoint import Resume
 
     return Resume(resume_if_exists=resume_if_exists, resume_ignore_no_checkpoint=True)
+
+
+# What recipes configure: the only callables a recipe's fields may name. A recipe file (``--yaml``) is code — any
+# ``_target_`` is called on the node — so the launcher runs a file only if every ``_target_`` in it is one of these
+# or the entry function (``launcher/config_files.py``).
+BUILDERS = (model_config, mnist_data, trainer, Adam, logger, resume)

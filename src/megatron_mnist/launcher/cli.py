@@ -45,6 +45,7 @@ from nemo_run.cli.cli_parser import CLIException, parse_cli_args  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from megatron_mnist import executors  # noqa: E402  (executors registers executor=local|...)
+from megatron_mnist.executors.fields import CONTROL, SHELL_BY_DESIGN  # noqa: E402
 from megatron_mnist.job.api import predict, train  # noqa: E402
 from megatron_mnist.job.builders import MAX_STEPS  # noqa: E402
 from megatron_mnist.launcher import moved_modules, nemo_run_private  # noqa: E402
@@ -114,9 +115,11 @@ def announce(stages: dict[str, run.Partial], executor) -> None:
         )
 
 
-def exit_status(results: dict) -> int:
-    """0 when every task succeeded (or was submitted with --detach), else 1."""
-    return 0 if all(r.state in ("SUCCEEDED", "SUBMITTED") for r in results.values()) else 1
+def exit_status(results: dict, detached: bool = False) -> int:
+    """0 when every task succeeded (or, with --detach, was submitted), else 1: a task that was waited for and is
+    still SUBMITTED never ran (seen with NEMORUN_HOME's disk full)."""
+    ok = ("SUCCEEDED", "SUBMITTED") if detached else ("SUCCEEDED",)
+    return 0 if all(r.state in ok for r in results.values()) else 1
 
 
 class LaunchContext(RunContext):
@@ -157,6 +160,12 @@ class LaunchContext(RunContext):
         factory = executors.FACTORIES.get(name)
         if factory is None:
             fail(f"executor={name!r} is not one of {', '.join(executors.FACTORIES)}")
+        for arg in args:  # NeMo-Run's parser answers both with "Invalid argument format", naming neither
+            key, _, value = arg.partition("=")
+            if not value.strip():
+                fail(f"executor.{key}= has no value: give one, e.g. executor.{key}=VALUE")
+            if CONTROL.search(value) and key not in SHELL_BY_DESIGN:
+                fail(f"executor.{key}={value!r} holds a control character: a value is one line")
         params = inspect.signature(factory).parameters
         key = {a: re.split(r"[.=\[+*/-]", a, maxsplit=1)[0] for a in args}
         own = [a for a in args if key[a] in params]
@@ -222,13 +231,10 @@ class LaunchContext(RunContext):
         announce(stages, self.executor)
         if not nemo_run_private.should_continue(self, self.skip_confirmation):
             return
-        sys.exit(
-            exit_status(
-                run_stages(
-                    self.name, stages, self.executor, direct=self.direct, detach=self.detach, tail_logs=self.tail_logs
-                )
-            )
+        results = run_stages(
+            self.name, stages, self.executor, direct=self.direct, detach=self.detach, tail_logs=self.tail_logs
         )
+        sys.exit(exit_status(results, self.detach))
 
     def _execute_sweep(self, fn, task_args):
         """One task per combination of the axes' values, run side by side as one experiment; then a table of the
@@ -260,7 +266,7 @@ class LaunchContext(RunContext):
         results = run_stages(self.name, stages, self.executor, direct=self.direct, detach=self.detach, sequential=False)
         if not self.detach:
             sweep_table(out, keys, dict(zip(stages, combos, strict=True)))
-        sys.exit(exit_status(results))
+        sys.exit(exit_status(results, self.detach))
 
 
 def split_sweep(args: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
@@ -384,7 +390,7 @@ def pipeline(
     announce(stages, executor)
     if not yes and not typer.confirm("Launch the pipeline?"):
         return
-    sys.exit(exit_status(run_stages(name, stages, executor, direct=direct, detach=detach)))
+    sys.exit(exit_status(run_stages(name, stages, executor, direct=direct, detach=detach), detach))
 
 
 def load_experiment(experiment_id: str) -> run.Experiment:
@@ -545,17 +551,19 @@ def check(
     ctx: typer.Context,
     recipe: str = typer.Argument(..., help="pretrain, finetune or predict"),
     factory: str = typer.Option(None, "--factory", help="the recipe factory's call, as for the recipe commands"),
+    name: str = typer.Option(None, "--name", help="the job / experiment name, as for the recipe commands"),
+    yaml: str = typer.Option(None, "--yaml", help="a recipe file (--to-yaml/--to-toml/--to-json) to check"),
 ):
     """Run the checks every submission runs, and submit nothing: override keys and types, sizes and batch
     divisibility, data and checkpoint paths, GPUs, the executor (Slurm partition, its GPUs and time limit; Docker
-    image; SSH host). Takes the recipe's overrides and executor=... settings. Exit 0 when all pass; else one line
-    naming the problem and exit 2."""
+    image; SSH host). Takes the recipe's overrides, executor=... settings, --name and --yaml. Exit 0 when all
+    pass; else one line naming the problem and exit 2."""
     commands = {name: (fn, recipe_factory) for name, fn, recipe_factory, _ in RECIPES}
     if recipe not in commands:
         fail(f"check: unknown recipe {recipe!r} (expected one of {', '.join(commands)})")
     fn, recipe_factory = commands[recipe]
     context_cls = type("CheckContext", (LaunchContext,), {"recipe_factory": staticmethod(recipe_factory)})
-    context = context_cls(name=recipe, factory=factory or recipe_factory)
+    context = context_cls(name=recipe if name is None else name, factory=factory or recipe_factory, yaml=yaml)
     context.check_only = True
     context.executor = DEFAULT_EXECUTOR
     try:
@@ -580,8 +588,19 @@ def report(
     console.print(f"report: {index}", highlight=False, soft_wrap=True)
 
 
+def refuse_an_empty_name(argv: list[str]) -> None:
+    """``--name=`` (or ``--name ''``): NeMo-Run's commands would quietly take the recipe's name instead."""
+    for at, arg in enumerate(argv):
+        if arg in ("--name=", "-n=") or (arg in ("--name", "-n") and at + 1 < len(argv) and not argv[at + 1]):
+            try:
+                check_name("", "--name")
+            except PreflightError as e:
+                fail(str(e))
+
+
 def main() -> None:
     """The console entry point: ``python launch.py`` and the installed ``megatron-mnist`` command."""
+    refuse_an_empty_name(sys.argv[1:])
     app()
 
 

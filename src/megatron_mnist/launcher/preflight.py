@@ -5,9 +5,6 @@ the SSH tunnel for a remote Slurm) lives in that kind's module under ``megatron_
 imports the training stack.
 """
 
-import tempfile
-from pathlib import Path
-
 from megatron_mnist import names
 from megatron_mnist.executors.fields import FieldError, check_fields
 
@@ -37,12 +34,3 @@ def check_executor(executor) -> None:
     from megatron_mnist.executors import kind_of
 
     kind_of(executor).preflight(executor)
-
-
-def check_writable(path: str, what: str) -> None:
-    """A local output folder (a run's log_dir): created if missing, and writable."""
-    try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-    except OSError as e:
-        raise PreflightError(f"{what}={path!r} is not a writable directory ({e.strerror})") from e

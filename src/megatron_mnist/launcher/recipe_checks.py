@@ -5,27 +5,25 @@ on the node, for recipes composed in Python.
 """
 
 import difflib
+import errno
 import inspect
 import re
 import shutil
+import tempfile
 import typing
 from pathlib import Path
 
 import fiddle as fdl
 
 from megatron_mnist.checkpoint_paths import CheckpointError, checkpoint_model, last_checkpoint, resolve_checkpoint
-from megatron_mnist.data.idx import IDXError, check_idx, find_idx_file
-from megatron_mnist.job import builders
+from megatron_mnist.data.idx import IDXError, check_mnist, mnist_folder
+from megatron_mnist.data.split import split_sizes
+from megatron_mnist.executors.fields import CONTROL
+from megatron_mnist.job import api, builders
 from megatron_mnist.model.spec import CONFIG_HEADS, TASKS
 from megatron_mnist.names import NameError_, check_name
 
 OVERRIDE = re.compile(r"^(?P<key>[A-Za-z_][\w.]*)(?P<op>\+=|-=|\*=|/=|=)(?P<value>.*)$", re.S)
-MNIST_FILES = {
-    "train-images-idx3-ubyte": 3,
-    "train-labels-idx1-ubyte": 1,
-    "t10k-images-idx3-ubyte": 3,
-    "t10k-labels-idx1-ubyte": 1,
-}
 
 
 class RecipeError(ValueError):
@@ -84,6 +82,9 @@ def check_overrides(recipe: fdl.Buildable, args: list[str]) -> None:
             raise RecipeError(f"unknown override key {key!r}: {hint}")
         if match["op"] == "=" and not match["value"].strip():
             raise RecipeError(f"{key}= has no value: give one, or {key}=None to unset it")
+        if CONTROL.search(match["value"]):
+            # NeMo-Run's parser would keep the first line only (log.name=$'a\nb' became 'a'): refuse, never cut
+            raise RecipeError(f"{key}={match['value']!r} holds a control character: a value is one line")
         if match["op"] == "=":
             _check_type(key, match["value"], keys[key])
 
@@ -164,16 +165,51 @@ def check_recipe(
         last = last_checkpoint(run_dir)  # None: nothing complete to resume from, the run starts over
         if last is not None:
             check_checkpoint_fits(recipe, last, f"the run being resumed ({run_dir})", resuming=True)
+    if _get(recipe, "log") is not None:
+        check_writable(Path(_get(recipe, "log.log_dir", "runs")), "log.log_dir")
     root = _get(recipe, "data.root")
     if root and not Path(root).is_dir() and not _get(recipe, "data.download"):
         raise RecipeError(f"data.root={root!r} is not a directory (expected a folder holding MNIST's IDX files)")
-    if root and not _get(recipe, "data.download"):
-        folder = Path(root) / "MNIST" / "raw" if (Path(root) / "MNIST" / "raw").is_dir() else Path(root)
-        try:  # read whole (full MNIST: ~0.3 s): a truncated gzip or IDX file is found here, not 15 s into the job
-            for stem, ndim in MNIST_FILES.items():
-                check_idx(find_idx_file(folder, stem), ndim)
-        except IDXError as e:
-            raise RecipeError(f"data.root={root!r}: {e}") from None
+    if not _get(recipe, "data.download"):
+        check_data(recipe, root, ranks[0] * ranks[1])
+
+
+def check_data(recipe: fdl.Buildable, root: str | None, ranks: int) -> None:
+    """The data as the job will read it (every file whole: full MNIST ~0.3 s), so that a truncated, corrupt or
+    non-MNIST file is found here and not 15 s into the job; and the split and batch sizes against its size."""
+    try:
+        counts = {split: check_mnist(mnist_folder(root), split) for split in ("train", "t10k")}
+    except IDXError as e:
+        raise RecipeError(f"data.root={root!r}: {e}") from None
+    if recipe.__fn_or_cls__ is not api.train:
+        return
+    try:
+        _, n_val = split_sizes(counts["train"], _get(recipe, "data.val_size"))
+    except ValueError as e:
+        raise RecipeError(str(e)) from None
+    micro = _get(recipe, "data.micro_batch_size")
+    if micro and micro * ranks > n_val:
+        raise RecipeError(
+            f"data.micro_batch_size={micro} × {ranks} rank(s) is more than the {n_val} validation digits: no "
+            "validation batch, so no val_loss and no checkpoint (lower it, or raise data.val_size)"
+        )
+
+
+def check_writable(log_dir: Path, what: str) -> None:
+    """A local run folder's parent: writable where it exists, else where it would be created (its nearest existing
+    folder), probed with a temporary file that is removed at once — a check creates nothing."""
+    existing = log_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory")
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise RecipeError(
+            f"{what}={str(log_dir)!r} is not writable (no file can be made in {existing}: "
+            f"{e.strerror or type(e).__name__})"
+        ) from None
 
 
 def _this_machine_has_gpus() -> bool:
@@ -198,11 +234,9 @@ def check_checkpoint_fits(recipe: fdl.Buildable, checkpoint: Path, what: str, re
     spec = TASKS.get(task)
     if resuming and spec is not None and config != spec.config:
         raise RecipeError(f"{what} holds a {config} model, but model.task={task} (a {spec.config})")
-    from megatron_mnist.job.api import predict
-
     heads = spec.heads if spec is not None else set()
     skipped = _get(recipe, "model.initial_ckpt_skip_keys_with_these_prefixes")
-    if recipe.__fn_or_cls__ is predict:
+    if recipe.__fn_or_cls__ is api.predict:
         skipped = []  # prediction takes every weight from the checkpoint
     elif skipped is None:
         skipped = list(spec.default_skip) if spec is not None else []  # the task's default: a fresh classifier

@@ -300,11 +300,20 @@ def dryrun(title: str, stages: dict[str, run.Partial], executor) -> None:
     for task in stages.values():
         run.dryrun_fn(task, executor=executor)
     if executor is not None:
-        with quiet_experiment(title, executor) as exp:
-            for name, task in stages.items():
-                exp.add(task, name=name)
-            exp.dryrun(log=False)
-            for job in exp.jobs:
-                # printed as is, never wrapped to the terminal's width: a script to read or copy
-                print(f"# ---- {job.id}: what the {type(executor).__name__} would submit ----")
-                print(dryrun_info(job), flush=True)
+        # NeMo-Run's dry run writes the experiment's folder and removes it, leaving experiments/ and its title's
+        # folder behind: a dry run creates nothing, so those go too where they were new and are empty
+        experiments = Path(run.config.get_nemorun_home()) / "experiments"
+        new = [folder for folder in (experiments / title, experiments) if not folder.exists()]
+        try:
+            with quiet_experiment(title, executor) as exp:
+                for name, task in stages.items():
+                    exp.add(task, name=name)
+                exp.dryrun(log=False)
+                for job in exp.jobs:
+                    # printed as is, never wrapped to the terminal's width: a script to read or copy
+                    print(f"# ---- {job.id}: what the {type(executor).__name__} would submit ----")
+                    print(dryrun_info(job), flush=True)
+        finally:
+            for folder in new:
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
