@@ -126,3 +126,18 @@ def test_running_a_finished_run_again_changes_nothing(tmp_path):
     assert [p.name for p in (tmp_path / "r" / "csv_logs").iterdir()] == ["version_0"]  # and no empty log added
     assert len(list((tmp_path / "r").glob("tb_logs/**/events.out.tfevents.*"))) == 1
     assert all(torch.equal(weights[k], v) for k, v in final_weights(tmp_path / "r").items())
+
+
+def test_more_steps_after_a_finished_run_log_the_straight_runs_steps_and_losses(tmp_path):
+    # before: the resumed rows came out labelled 9..18 for steps 10..19, and `compare` said "first at step 9"
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    subprocess.run(command(straight, steps=20), check=True, capture_output=True, timeout=600)
+    subprocess.run(command(resumed, steps=10), check=True, capture_output=True, timeout=600)
+    subprocess.run(command(resumed, steps=20), check=True, capture_output=True, timeout=600)
+    assert [s for s, _ in logged(resumed / "r", "train_loss")] == list(range(20))
+    same = subprocess.run([sys.executable, str(ROOT / "launch.py"), "compare", str(resumed / "r"), str(straight / "r")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert same.returncode == 0 and "identical: 20 steps of train_loss, bit for bit" in same.stdout, same.stdout
+    val = subprocess.run([sys.executable, str(ROOT / "launch.py"), "compare", str(resumed / "r"), str(straight / "r"),
+                          "--column", "val_loss"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert val.returncode == 0, val.stdout

@@ -48,6 +48,13 @@ class MNISTLightningModule(pl.LightningModule, io.IOMixin, io.ConnectorMixin):
     def predict_loss_reduction(self) -> MegatronLossReduction:
         return PassthroughLossReduction()
 
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Lightning logs a batch at its count of batches that stepped, which a resumed run gets wrong both ways: the
+        # checkpoint holds it one short (saved during the validation before the count's increment), and the
+        # validation Lightning repeats at the resumed step adds one. Rows came out labelled one step off (9..18 for
+        # steps 10..19). The step to log a batch at is the optimizer steps taken before it, as in a straight run.
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.trainer.global_step
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # Only on the steps Lightning writes (every trainer.log_every_n_steps): each `log` call costs about a
         # quarter of this model's step in Python.

@@ -10,6 +10,12 @@ It also keeps NeMo's per-step logging to what is measured and written (see the m
 
 Loading then restores ``step`` from the param groups and copies the checkpoint's per-parameter tensors (which
 never include ``step``) into every state key, ``step`` included (``KeyError: 'step'``): the copy is made to skip it.
+
+And it restores that ``step`` as **one** tensor shared by every parameter (``s["step"] = step`` in
+``DistributedOptimizer.load_state_dict``); torch's ``Optimizer.load_state_dict`` keeps a non-capturable ``step`` as
+it is, and torch's Adam adds 1 to each parameter's ``step`` per update: the shared one then grew by the number of
+parameters per step, and every resumed GPU run's bias correction ran that many times too fast (its losses drifted
+from the run it continued). After loading, each parameter gets its own copy (:func:`own_step_per_parameter`).
 """
 
 import torch
@@ -43,6 +49,27 @@ def _copy_states_except_step(megatron_optimizer):
                 state["step"] = step
 
     return set_states
+
+
+def own_step_per_parameter(torch_optimizer) -> None:
+    """Give each parameter's state its own ``step`` tensor where several share one (same value, new storage)."""
+    seen = set()
+    for state in torch_optimizer.state.values():
+        step = state.get("step")
+        if isinstance(step, torch.Tensor):
+            if id(step) in seen:
+                state["step"] = step.clone()
+            seen.add(id(state["step"]))
+
+
+def _unshare_steps_after_loading(megatron_optimizer):
+    load_state_dict = megatron_optimizer.load_state_dict
+
+    def load(state_dict):
+        load_state_dict(state_dict)
+        own_step_per_parameter(megatron_optimizer.optimizer)
+
+    return load
 
 
 def _report_only_measured(step, config):
@@ -94,4 +121,5 @@ class MegatronAdamModule(MegatronOptimizerModule):
                     megatron_optimizer._set_main_param_and_optimizer_states = _copy_states_except_step(
                         megatron_optimizer
                     )
+                    megatron_optimizer.load_state_dict = _unshare_steps_after_loading(megatron_optimizer)
         return optimizers

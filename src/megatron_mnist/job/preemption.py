@@ -23,11 +23,8 @@ class SaveOnPreemption(Callback):
     def __init__(self):
         self.received: int | None = None
         self._previous = {}
-        self._stopped_at: int | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if self._resume_log_step is not None:
-            trainer.fit_loop.epoch_loop._batches_that_stepped = self._resume_log_step
         # after Lightning's own handlers (registered when fit starts), which would end the run without a save
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._note)
@@ -50,17 +47,6 @@ class SaveOnPreemption(Callback):
             name = signal.Signals(self.received).name if self.received else "a signal on another rank"
             logging.info(f"{name} after step {trainer.global_step}: saving the last checkpoint, then exiting")
             trainer.should_stop = True
-            self._stopped_at = trainer.global_step
-
-    # Lightning restores its logging step (batches that stepped) one short after a stop in mid-epoch, and the
-    # resumed run's logs would repeat the last step. The step to continue at travels in this callback's state.
-    def state_dict(self) -> dict:
-        return {"log_step": self._stopped_at}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self._resume_log_step = state_dict.get("log_step")
-
-    _resume_log_step: int | None = None
 
     def teardown(self, trainer, pl_module, stage) -> None:
         for sig, handler in self._previous.items():
