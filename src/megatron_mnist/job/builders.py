@@ -4,20 +4,26 @@ A recipe is a ``run.Partial`` whose fields are ``run.Config``s of these function
 only when it is called — on the node that runs the job — so composing, printing, overriding and submitting a
 recipe never imports torch, NeMo or Megatron (the launcher's dry run takes about a second instead of ten).
 
-The one place that knows about hardware is :func:`resolve_accelerator`: on a GPU the trainer gets
-``nl.MegatronStrategy`` with bf16 mixed precision and the optimizer Megatron's distributed Adam; on a CPU the
-trainer gets :class:`megatron_mnist.job.strategies.CPUStrategy` in fp32 and the optimizer torch's Adam.
+The builders check and resolve settings — the hardware (:func:`resolve_accelerator`), the precision, the ranks the
+launcher started — and the engine the recipe names (``trainer.loop``, ``job/engines.py``) builds its framework
+objects from them: on a GPU Megatron's DDP and distributed Adam in bf16-mixed (or the precision asked for), on a CPU
+fp32 with torch's Adam.
 """
 
 import math
 import typing
 from dataclasses import dataclass
-from functools import partial
 from typing import Literal, Optional
 
+from megatron_mnist.job import engines
+from megatron_mnist.job.engines import DEFAULT as DEFAULT_ENGINE
+from megatron_mnist.job.engines import Engine
 from megatron_mnist.model.spec import Task, spec_of
 
 Accelerator = Literal["auto", "gpu", "cpu"]
+# Lightning's names. 16-mixed is fp16 with Megatron's dynamic loss scaling (no Apex needed).
+Precision = Literal["32", "bf16-mixed", "16-mixed"]
+PRECISIONS = typing.get_args(Precision)
 
 # This package's training defaults, stated once (the builders' and the recipes' defaults are these). The seed
 # tutorial (BioNeMo's example_model) trains 100 steps at Adam lr 1e-4 and validates every 5 steps: a demonstration
@@ -151,6 +157,37 @@ def mnist_data(
     )
 
 
+@dataclass(frozen=True)
+class TrainerSettings:
+    """What ``trainer`` resolved, for the engine that builds the trainer from it (``job/engines.py``)."""
+
+    engine: str
+    accelerator: str  # "gpu" or "cpu", decided on the node
+    precision: str  # "32", "bf16-mixed" or "16-mixed"
+    devices: int
+    num_nodes: int
+    max_steps: int
+    val_check_interval: int
+    limit_val_batches: Optional[int]
+    log_every_n_steps: int
+    enable_progress_bar: bool
+    collective_timeout_s: int
+    cuda_graph: bool
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
+
+
+def resolve_precision(precision: Optional[str], accelerator: str) -> str:
+    """None → bf16-mixed on a GPU (the seed's choice), 32 on a CPU; the CPU trains in fp32 only."""
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"trainer.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    if accelerator == "cpu" and precision not in (None, "32"):
+        raise ValueError(f"trainer.precision={precision} needs a GPU: on a CPU the recipe trains in fp32 (32)")
+    return precision or ("bf16-mixed" if accelerator == "gpu" else "32")
+
+
 def trainer(
     accelerator: Accelerator = "auto",
     devices: Optional[int] = None,
@@ -161,24 +198,31 @@ def trainer(
     log_every_n_steps: int = 5,
     enable_progress_bar: bool = True,
     collective_timeout_s: int = 300,
+    precision: Optional[Precision] = None,
+    loop: Engine = DEFAULT_ENGINE,
+    cuda_graph: bool = False,
 ):
-    """NeMo's Trainer with the strategy and precision the hardware calls for (see the module docstring).
+    """The trainer of the engine ``loop`` names, with the strategy and precision the hardware calls for.
 
     Args:
+        accelerator: auto (a GPU where CUDA is visible, else the CPU), gpu or cpu; decided on the node.
         devices / num_nodes: ranks per node and nodes; None = as many as the launcher started (torchrun's
             ``--nproc-per-node``/``--nnodes``, srun's tasks), 1 for a plain process. Several ranks train data
-            parallel: Megatron's DDP on GPUs, ``CPUDDPStrategy`` (gloo) on CPUs.
+            parallel: Megatron's DDP on GPUs, torch's DDP over gloo on CPUs.
+        max_steps / val_check_interval / limit_val_batches / log_every_n_steps: optimizer steps; validate every
+            that many steps (and at the end) on that many batches (None: all); log every that many steps.
         collective_timeout_s: CPU ranks give up on a collective after this long (a rank or node lost).
+        precision: 32, bf16-mixed or 16-mixed on a GPU (None: bf16-mixed, the seed's); a CPU trains in 32 only.
+        loop: the engine — lightning (NeMo 2's ``nl.Trainer``, the seed's) or megatron (a loop of our own over
+            megatron-core, as Megatron-LM and Megatron-Bridge train): see ``job/engines.py``.
+        cuda_graph: the megatron loop on a GPU captures its whole training step in one CUDA graph after warm-up.
     """
-    import nemo.lightning as nl
-    from lightning.pytorch.callbacks import TQDMProgressBar
-
-    from megatron_mnist.job.preemption import SaveOnPreemption
     from megatron_mnist.job.world import launcher_world
 
     check_values("trainer", max_steps=max_steps, devices=devices, num_nodes=num_nodes,
                  val_check_interval=val_check_interval, limit_val_batches=limit_val_batches,
                  log_every_n_steps=log_every_n_steps)  # fmt: skip
+    engine = engines.load(loop)
     world = launcher_world()
     devices = world.ranks_per_node if devices is None else devices
     num_nodes = world.nodes if num_nodes is None else num_nodes
@@ -189,71 +233,36 @@ def trainer(
             "(executor.ntasks_per_node / executor.nodes)"
         )
     resolved = resolve_accelerator(accelerator)
-    if resolved == "gpu":
-        from megatron_mnist.job.megatron_writer import use_forked_result_queue
-
-        use_forked_result_queue()
-        from megatron.core.distributed import DistributedDataParallelConfig
-
-        strategy = nl.MegatronStrategy(
-            tensor_model_parallel_size=1,
-            pipeline_model_parallel_size=1,
-            # NeMo's ddp="megatron" also turns on check_for_nan_in_grad: a norm and a blocking read of it per step,
-            # which stops the host from running ahead of the GPU (the step is host-bound). A NaN still shows, in
-            # the logged train_loss and val_loss.
-            ddp=DistributedDataParallelConfig(check_for_nan_in_grad=False),
-            # keep our progress bar (refreshed every log_every_n_steps); NeMo would put a printer in its place that
-            # reads the metrics back from the GPU and gathers Megatron's timers every step
-            replace_progress_bar=False,
-            ckpt_async_save=False,
-            # The default (dp_reshardable) optimizer format fails to save torch Adam's scalar `step` state, which is
-            # what Megatron uses without Apex / Transformer Engine; the fully reshardable format handles it.
-            ckpt_optim_fully_reshardable=True,
-            # the state dict's structure never changes within a run: reuse the save plan after the first save
-            ckpt_assume_constant_structure=True,
-        )
-        # The module logs train_loss itself; NeMo's copy (reduced_train_loss) would cost a second log call per step.
-        strategy.log_train_loss = False
-        plugins = nl.MegatronMixedPrecision(precision="bf16-mixed")
-    else:
-        from datetime import timedelta
-
-        from megatron_mnist.job.strategies import CPUDDPStrategy, CPUStrategy
-
-        if world.size > 1:
-            strategy = CPUDDPStrategy(timeout=timedelta(seconds=collective_timeout_s))
-        else:
-            strategy = CPUStrategy()
-        plugins = None
-    from megatron_mnist.job.progress_file import from_environment
-
-    callbacks = [SaveOnPreemption(), *from_environment()]  # the launcher's live view reads the progress file
-    if enable_progress_bar:
-        # Redraw when there is something new to show (the logged metrics change every log_every_n_steps): a redraw
-        # reads the metrics back from the GPU.
-        callbacks.append(TQDMProgressBar(refresh_rate=log_every_n_steps))
-    return nl.Trainer(
+    check_graph_mode(loop, cuda_graph, resolved)
+    settings = TrainerSettings(
+        engine=loop,
         accelerator=resolved,
+        precision=resolve_precision(precision, resolved),
         devices=devices,
         num_nodes=num_nodes,
-        strategy=strategy,
-        plugins=plugins,
         max_steps=max_steps,
-        # validate every val_check_interval steps across epoch boundaries (Megatron's way), and at least at the end
-        val_check_interval=min(val_check_interval, max_steps),
-        check_val_every_n_epoch=None,
+        val_check_interval=val_check_interval,
         limit_val_batches=limit_val_batches,
         log_every_n_steps=log_every_n_steps,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,  # Megatron's sampler shards the data
         enable_progress_bar=enable_progress_bar,
-        callbacks=callbacks,
+        collective_timeout_s=collective_timeout_s,
+        cuda_graph=cuda_graph,
     )
+    return engine.make_trainer(settings)
+
+
+def check_graph_mode(loop: str, cuda_graph: bool, accelerator: str) -> None:
+    """Graph mode is the megatron loop's, on a GPU (the launcher checks the same before submitting)."""
+    if cuda_graph and loop != "megatron":
+        raise ValueError("trainer.cuda_graph=true needs trainer.loop=megatron (the Lightning loop runs eagerly)")
+    if cuda_graph and accelerator != "gpu":
+        raise ValueError("trainer.cuda_graph=true needs a GPU (CUDA graphs): set trainer.cuda_graph=false on a CPU")
 
 
 @dataclass
 class Adam:
-    """Adam's settings; the strategy decides whose Adam applies them (see :meth:`module`)."""
+    """Adam's settings; the engine decides whose Adam applies them: Megatron's distributed Adam on a GPU (bf16 or
+    fp16 parameters with fp32 main weights, or fp32 throughout), torch's on a CPU."""
 
     lr: float = LEARNING_RATE
     weight_decay: float = 0.0
@@ -261,47 +270,20 @@ class Adam:
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
 
-    def module(self, megatron: bool):
-        """Megatron's distributed Adam (bf16 params, fp32 main weights) under MegatronStrategy, torch's elsewhere."""
-        check_values("optim", lr=self.lr, weight_decay=self.weight_decay, adam_beta1=self.adam_beta1,
-                     adam_beta2=self.adam_beta2, adam_eps=self.adam_eps)  # fmt: skip
 
-        if megatron:
-            from megatron.core.optimizer import OptimizerConfig
+@dataclass(frozen=True)
+class RunFolder:
+    """Where a run writes (``log_dir/name``, claimed for this run) and what it keeps: the engine writes TensorBoard
+    and CSV logs there, and with ``checkpoint`` the last checkpoint and the ``save_top_k`` best by val_loss."""
 
-            from megatron_mnist.job.megatron_optim import MegatronAdamModule
-
-            return MegatronAdamModule(
-                config=OptimizerConfig(
-                    optimizer="adam",
-                    lr=self.lr,
-                    weight_decay=self.weight_decay,
-                    adam_beta1=self.adam_beta1,
-                    adam_beta2=self.adam_beta2,
-                    adam_eps=self.adam_eps,
-                    bf16=True,
-                    use_distributed_optimizer=True,
-                    # No clipping, as torch's Adam on the CPU path (Megatron's default clips at 1.0, which also
-                    # costs a grad-norm reduction and a log call every step).
-                    clip_grad=0.0,
-                )
-            )
-        import torch
-        from nemo.lightning.pytorch.optim import PytorchOptimizerModule
-
-        return PytorchOptimizerModule(
-            optimizer_fn=partial(
-                torch.optim.Adam,
-                lr=self.lr,
-                weight_decay=self.weight_decay,
-                betas=(self.adam_beta1, self.adam_beta2),
-                eps=self.adam_eps,
-            )
-        )
+    name: str
+    run_dir: str
+    checkpoint: bool
+    save_top_k: int
 
 
-def logger(name: str = "pretrain", log_dir: str = "runs", checkpoint: bool = True, save_top_k: int = 1):
-    """NeMo's logger writing ``log_dir/name``: TensorBoard and CSV logs, checkpoints (last and best val_loss).
+def logger(name: str = "pretrain", log_dir: str = "runs", checkpoint: bool = True, save_top_k: int = 1) -> RunFolder:
+    """The run's folder ``log_dir/name``: TensorBoard and CSV logs, checkpoints (last and best val_loss).
 
     Running the same name again continues that run (resume-if-exists); a run started while another of the same
     name is still running gets its own folder (``name-2``, ...) instead of writing into the other's.
@@ -309,38 +291,20 @@ def logger(name: str = "pretrain", log_dir: str = "runs", checkpoint: bool = Tru
     from megatron_mnist.names import check_name
 
     check_name(name, "log.name")  # also for recipes composed in Python: the name is a folder, never a path
-    import nemo.lightning as nl
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
     from megatron_mnist.run_dirs import claim_run_dir
 
-    run_dir = claim_run_dir(log_dir, name)
-    ckpt = None
-    if checkpoint:
-        ckpt = nl.ModelCheckpoint(
-            save_last=True,
-            monitor="val_loss",
-            mode="min",
-            save_top_k=save_top_k,
-            always_save_context=True,
-            save_optim_on_train_end=True,
-            filename="{step}-{val_loss:.4f}",
-        )
-    return nl.NeMoLogger(
-        name=name,
-        explicit_log_dir=run_dir,
-        ckpt=ckpt,
-        tensorboard=TensorBoardLogger(save_dir="tb_logs", name=""),
-        # a version per invocation: a resumed run adds csv_logs/version_N+1 instead of overwriting metrics.csv
-        extra_loggers=[CSVLogger(save_dir=run_dir, name="csv_logs")],
-    )
+    return RunFolder(name=name, run_dir=claim_run_dir(log_dir, name), checkpoint=checkpoint, save_top_k=save_top_k)
 
 
-def resume(resume_if_exists: bool = True):
-    """Continue from the run directory's last checkpoint when there is one (NeMo's AutoResume, CPU-capable)."""
-    from megatron_mnist.job.checkpoint import Resume
+@dataclass(frozen=True)
+class ResumeSettings:
+    resume_if_exists: bool
 
-    return Resume(resume_if_exists=resume_if_exists, resume_ignore_no_checkpoint=True)
+
+def resume(resume_if_exists: bool = True) -> ResumeSettings:
+    """Continue from the run directory's last complete checkpoint when there is one; false starts the run afresh
+    (the launcher refuses that where the folder already holds a run: use a new ``log.name``)."""
+    return ResumeSettings(resume_if_exists=resume_if_exists)
 
 
 # What recipes configure: the only callables a recipe's fields may name. A recipe file (``--yaml``) is code — any

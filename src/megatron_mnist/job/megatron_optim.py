@@ -97,7 +97,44 @@ def _without_grad_norm(get_grad_norm, config):
     return get_grad_norm_
 
 
+def optimizer_config(optim, precision: str):
+    """Megatron's ``OptimizerConfig`` for the recipe's Adam (``builders.Adam``) in ``precision``: the distributed
+    optimizer with fp32 main weights (bf16-mixed, 16-mixed with dynamic loss scaling) or fp32 throughout (32)."""
+    from megatron.core.optimizer import OptimizerConfig
+
+    return OptimizerConfig(
+        optimizer="adam",
+        lr=optim.lr,
+        weight_decay=optim.weight_decay,
+        adam_beta1=optim.adam_beta1,
+        adam_beta2=optim.adam_beta2,
+        adam_eps=optim.adam_eps,
+        bf16=precision == "bf16-mixed",
+        fp16=precision == "16-mixed",
+        use_distributed_optimizer=True,
+        # No clipping, as torch's Adam on the CPU path (Megatron's default clips at 1.0, which also costs a
+        # grad-norm reduction and a log call every step).
+        clip_grad=0.0,
+    )
+
+
+def make_resumable(megatron_optimizer, config) -> None:
+    """The fixes above, on a ``get_megatron_optimizer`` result (a ChainedOptimizer or one optimizer): no unused
+    gradient norm; and where neither Apex nor TE is installed, ``step`` seeded at once, kept out of the state copy,
+    and each parameter's own after loading."""
+    megatron_optimizer.get_grad_norm = _without_grad_norm(megatron_optimizer.get_grad_norm, config)
+    if distrib_optimizer.HAVE_APEX_OR_TE:
+        return
+    for optimizer in getattr(megatron_optimizer, "chained_optimizers", [megatron_optimizer]):
+        optimizer.init_state_fn = _with_step(optimizer.init_state_fn)
+        optimizer.init_state_fn(optimizer.optimizer, optimizer.config)
+        optimizer._set_main_param_and_optimizer_states = _copy_states_except_step(optimizer)
+        optimizer.load_state_dict = _unshare_steps_after_loading(optimizer)
+
+
 class MegatronAdamModule(MegatronOptimizerModule):
+    """NeMo's Megatron optimizer module for the Lightning engine, with :func:`make_resumable` applied."""
+
     skip_unused_grad_norm = True  # benchmarks/gpu_throughput.py turns it off to measure what it costs
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -110,16 +147,5 @@ class MegatronAdamModule(MegatronOptimizerModule):
         optimizers = super().optimizers(model)
         for optimizer in optimizers:
             optimizer.step = _report_only_measured(optimizer.step, self.config)
-            inner = getattr(optimizer, "mcore_optimizer", optimizer)
-            inner.get_grad_norm = _without_grad_norm(inner.get_grad_norm, self.config)
-        if not distrib_optimizer.HAVE_APEX_OR_TE:
-            for optimizer in optimizers:
-                inner = getattr(optimizer, "mcore_optimizer", optimizer)
-                for megatron_optimizer in getattr(inner, "chained_optimizers", [inner]):
-                    megatron_optimizer.init_state_fn = _with_step(megatron_optimizer.init_state_fn)
-                    megatron_optimizer.init_state_fn(megatron_optimizer.optimizer, megatron_optimizer.config)
-                    megatron_optimizer._set_main_param_and_optimizer_states = _copy_states_except_step(
-                        megatron_optimizer
-                    )
-                    megatron_optimizer.load_state_dict = _unshare_steps_after_loading(megatron_optimizer)
+            make_resumable(getattr(optimizer, "mcore_optimizer", optimizer), self.config)
         return optimizers

@@ -1,0 +1,38 @@
+"""What a job does to its own process before it trains: torch-free at import."""
+
+import sys
+
+_UNIFIED_MEMORY = "megatron.core.inference.unified_memory"
+
+
+def without_megatrons_unified_memory_build() -> None:
+    """megatron-core 0.15 compiles a CUDA extension (``load_inline``) when ``megatron.core.inference.unified_memory``
+    is imported — which every ``import megatron.core`` model module does — for inference's dynamic context only.
+    Where the build fails (a machine with nvcc and no GPU, this package's device image) it fails again at every
+    import: 2.3 s of each job's start on a 2-core CPU machine, 19 s on an H200 (benchmarks/RESULTS.md). Nothing this
+    package runs uses unified memory, so the job sees the module as the failed build leaves it: no unified memory."""
+    import types
+
+    if _UNIFIED_MEMORY in sys.modules:
+        return
+    stub = types.ModuleType(_UNIFIED_MEMORY, without_megatrons_unified_memory_build.__doc__)
+    stub.has_unified_memory = False
+
+    def create_unified_mempool():
+        raise RuntimeError("megatron_mnist's jobs do not build megatron-core's unified-memory extension")
+
+    stub.create_unified_mempool = create_unified_mempool
+    sys.modules[_UNIFIED_MEMORY] = stub
+
+
+def freeze_heap() -> None:
+    """Exempt everything imported so far from garbage collection.
+
+    NeMo, Megatron and Lightning leave millions of long-lived objects on the heap. Python's periodic full
+    collections walk all of them (0.7 s each, a stall every few hundred steps), and Megatron's checkpoint save calls
+    ``gc.collect()`` twice per save. Frozen, they are skipped; what training allocates is still collected.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
