@@ -33,9 +33,13 @@ def _candidates(log_dir: str, name: str):
         yield n, (Path(log_dir) / (name if n == 1 else f"{name}-{n}")).resolve()
 
 
+def global_rank(env=os.environ) -> int:
+    """This process's rank among the launch's (torchrun's RANK, srun's SLURM_PROCID), 0 for a plain process."""
+    return int(env.get("RANK", env.get("SLURM_PROCID", "0")))
+
+
 def claim_run_dir(log_dir: str, name: str, wait_s: float = 300) -> str:
-    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
-    if rank != 0:
+    if global_rank() != 0:
         return _follow_rank_zero(log_dir, name, wait_s)
     for n, run_dir in _candidates(log_dir, name):
         if run_dir in _held:  # a later stage of this same process continues its own run

@@ -127,6 +127,27 @@ def test_pipeline_runs_all_three_stages(tmp_path):
     assert "nemo experiment status" not in result.stdout  # NeMo-Run's hints for a CLI this package does not use
     assert "pynvml" not in result.stdout + result.stderr  # torch's import warning is no news to a user
 
+    # the same pipeline again: its runs are finished, so nothing can continue; refused before anything runs
+    # (before: pretrain and finetune died in NeMo's sampler, and predict then reported the old results as new)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    again = launch("pipeline", "--max-steps", "50", "--log-dir", str(tmp_path), "--yes")
+    assert again.returncode == 2, again.stdout[-3000:] + again.stderr[-3000:]
+    assert (
+        f"{tmp_path / 'pipeline' / 'pretrain'} has already trained 100 steps and trainer.max_steps=50" in again.stderr
+    )
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before  # nothing written
+
+    # a stage that fails stops the pipeline: the later stages never run (before: predict ran on regardless)
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_bytes(b"not a checkpoint")
+    failed = launch("pipeline", "--name", "broken", "--max-steps", "20", "--log-dir", str(tmp_path), "--yes",
+                    f"pretrain.model.initial_ckpt_path={bogus}")  # fmt: skip
+    assert failed.returncode == 1, failed.stdout[-3000:]
+    assert "pretrain: FAILED" in failed.stdout and f"cannot read checkpoint {bogus}" in failed.stdout
+    for stage in ("finetune", "predict"):
+        assert f"{stage}: NOT RUN (a stage before it did not succeed)" in failed.stdout, failed.stdout[-3000:]
+        assert not (tmp_path / "broken" / stage).exists()
+
 
 def test_a_recipe_exported_to_yaml_runs_and_trains_the_same(tmp_path):
     recipe = tmp_path / "pretrain.yaml"

@@ -33,6 +33,9 @@ def test_every_private_name_used_still_exists_with_its_shape():
     assert isinstance(private.DONE_FILE, str) and private.DONE_FILE
     for hook in ("_initialize_live_progress", "_add_progress", "_update_progress"):
         assert callable(getattr(run.Experiment, hook)), hook  # what QuietExperiment silences
+    # what QuietExperiment wraps to stop a pipeline at its first failed stage: the wait between NeMo-Run's levels
+    assert list(inspect.signature(run.Experiment._wait_for_jobs).parameters) == ["self", "jobs"]
+    assert "job.launch(wait=False, runner=self._runner)" in inspect.getsource(run.Experiment._run_dag)
 
 
 def test_the_launcher_scans_torchx_schedulers_once_and_nemo_run_uses_the_table():

@@ -101,8 +101,10 @@ def slurm(
         container_image=container_image,
         container_mounts=list(container_mounts or []),
         setup_lines="\n".join(lines) or None,
-        # NeMo-Run's executor has no reservation field: it takes sbatch's other flags as additional parameters
-        additional_parameters={"reservation": reservation} if reservation else None,
+        # NeMo-Run's executor has no reservation field: it takes sbatch's other flags as additional parameters.
+        # A pipeline's stage waits for the one before (afterok); where that one fails, Slurm cancels it at once
+        # instead of leaving it pending forever (DependencyNeverSatisfied) with the launcher waiting on it.
+        additional_parameters={"kill_on_invalid_dep": "yes", **({"reservation": reservation} if reservation else {})},
         tunnel=link,
         packager=run.Config(SourcePackager),
     )

@@ -3,10 +3,11 @@
 import json
 from pathlib import Path
 
+from megatron_mnist import run_record
 from megatron_mnist.job import engines
 from megatron_mnist.job.builders import Adam, ResumeSettings, RunFolder
 from megatron_mnist.job_protocol import RESULT_MARK
-from megatron_mnist.run_dirs import renamed_from
+from megatron_mnist.run_dirs import global_rank, renamed_from
 
 
 def print_result(**fields) -> None:
@@ -22,6 +23,13 @@ def train(model, data, trainer, optim: Adam, log: RunFolder, resume: ResumeSetti
     The run directory (``log``'s) receives TensorBoard and CSV logs and checkpoints; with ``resume``, running the
     same command again continues from its last checkpoint.
     """
+    settings = trainer.settings
+    facts = {"engine": settings.engine, "accelerator": settings.accelerator, "precision": settings.precision,
+             "micro_batch_size": data.micro_batch_size, "global_batch_size": data.global_batch_size}  # fmt: skip
+    # the launcher checked this where it could see the folder; a cluster's folder, or Python's submit, meets it here
+    run_record.check_continuation(log.run_dir, facts, settings.max_steps, resume.resume_if_exists)
+    if global_rank() == 0:
+        run_record.write(log.run_dir, facts)
     summary = engines.of(trainer).train(model, data, trainer, optim, log, resume, seed)
     if summary is not None:
         print_result(**summary, engine=trainer.settings.engine, precision=trainer.settings.precision)

@@ -19,6 +19,10 @@ RUN_CONTEXT_OVERRIDES = ("cli_execute", "parse_executor", "parse_fn", "_execute_
 DONE_FILE = run.Experiment._DONE_FILE  # written when an experiment finished: `launch.py list` shows how long it took
 
 
+def _not_launched(*args, **kwargs) -> None:
+    return None
+
+
 def add_command(entrypoint, app) -> None:
     """Register a recipe's command on our Typer app. ``is_main``: skip loading NeMo's own CLI entry points, which
     import ``nemo.collections.llm`` (~10 s) just to build this command line."""
@@ -60,7 +64,21 @@ def scan_scheduler_entry_points_once() -> None:
 
 class QuietExperiment(run.Experiment):
     """A NeMo-Run experiment without its own spinner panel (the launcher's live view shows the tasks instead), its
-    status table at exit and its goodbye hints (for a `nemo experiment` CLI this package does not use)."""
+    status table at exit and its goodbye hints (for a `nemo experiment` CLI this package does not use).
+
+    And one whose stages stop at the first that did not succeed: where the executor has no job dependencies (the
+    local executor, Docker), NeMo-Run runs sequential stages one after the other, each whatever became of the one
+    before (a pipeline predicted from the last run's checkpoint after its pretrain failed). ``succeeded(job)``, set
+    by the launcher, judges a finished stage; the stages after one that did not succeed are never launched."""
+
+    succeeded = None
+
+    def _wait_for_jobs(self, jobs):
+        super()._wait_for_jobs(jobs)
+        if self.succeeded is not None and not all(self.succeeded(job) for job in jobs):
+            for job in self.jobs:
+                if not job.launched:
+                    job.launch = _not_launched  # NeMo-Run's loop calls it for the next stages: they stay unlaunched
 
     def _initialize_live_progress(self):
         pass

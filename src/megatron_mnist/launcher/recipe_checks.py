@@ -15,11 +15,12 @@ from pathlib import Path
 
 import fiddle as fdl
 
+from megatron_mnist import run_record
 from megatron_mnist.checkpoint_paths import CheckpointError, checkpoint_model, last_checkpoint, resolve_checkpoint
 from megatron_mnist.data.idx import IDXError, check_mnist, mnist_folder
 from megatron_mnist.data.split import split_sizes
 from megatron_mnist.executors.fields import CONTROL
-from megatron_mnist.job import api, builders
+from megatron_mnist.job import api, builders, engines
 from megatron_mnist.model.spec import CONFIG_HEADS, TASKS
 from megatron_mnist.names import NameError_, check_name
 
@@ -151,6 +152,17 @@ def check_recipe(
                 "trainer.accelerator=gpu but the job would get no GPU "
                 "(this machine has none, or the executor asks for none)"
             )
+    if _get(recipe, "trainer") is not None:
+        # what the node decides, checked here for where the job will run: a precision the CPU cannot train in,
+        # graph mode without the megatron loop or without a GPU
+        where = job_accelerator(recipe, executor_gpus)
+        try:
+            builders.resolve_precision(_get(recipe, "trainer.precision"), where)
+            builders.check_graph_mode(
+                _get(recipe, "trainer.loop", engines.DEFAULT), bool(_get(recipe, "trainer.cuda_graph")), where
+            )
+        except ValueError as e:
+            raise RecipeError(f"{e} (the job would run on a {where.upper()})") from None
     if not check_paths:
         return
     ckpt = _get(recipe, "model.initial_ckpt_path")
@@ -160,11 +172,6 @@ def check_recipe(
         except CheckpointError as e:
             raise RecipeError(f"model.initial_ckpt_path={ckpt!r}: {e}") from None
         check_checkpoint_fits(recipe, resolved, f"model.initial_ckpt_path={ckpt!r}", resuming=False)
-    run_dir = Path(_get(recipe, "log.log_dir", "runs")) / _get(recipe, "log.name", "")
-    if _get(recipe, "resume.resume_if_exists"):
-        last = last_checkpoint(run_dir)  # None: nothing complete to resume from, the run starts over
-        if last is not None:
-            check_checkpoint_fits(recipe, last, f"the run being resumed ({run_dir})", resuming=True)
     if _get(recipe, "log") is not None:
         check_writable(Path(_get(recipe, "log.log_dir", "runs")), "log.log_dir")
     root = _get(recipe, "data.root")
@@ -210,6 +217,41 @@ def check_writable(log_dir: Path, what: str) -> None:
             f"{what}={str(log_dir)!r} is not writable (no file can be made in {existing}: "
             f"{e.strerror or type(e).__name__})"
         ) from None
+
+
+def job_accelerator(recipe: fdl.Buildable, executor_gpus) -> str:
+    """Where the job will train, as the node will decide it: ``auto`` is a GPU where the job gets one."""
+    accelerator = _get(recipe, "trainer.accelerator", "auto")
+    if accelerator != "auto":
+        return accelerator
+    gpus = executor_gpus if executor_gpus is not None else (1 if _this_machine_has_gpus() else 0)
+    return "gpu" if gpus else "cpu"
+
+
+def check_run_folder(recipe: fdl.Buildable, ranks: tuple[int, int] = (1, 1), executor_gpus=None) -> None:
+    """A training recipe whose run folder holds a run must be able to continue it (``run_record``): below
+    ``max_steps``, with the same engine, hardware, precision and batch sizes, and a checkpoint that fits."""
+    if recipe.__fn_or_cls__ is not api.train or _get(recipe, "log") is None:
+        return
+    run_dir = Path(_get(recipe, "log.log_dir", "runs")) / _get(recipe, "log.name", "")
+    accelerator = job_accelerator(recipe, executor_gpus)
+    defaults = inspect.signature(builders.mnist_data).parameters
+    micro = _get(recipe, "data.micro_batch_size", defaults["micro_batch_size"].default)
+    facts = {
+        "engine": _get(recipe, "trainer.loop", engines.DEFAULT),
+        "accelerator": accelerator,
+        "micro_batch_size": micro,
+        "global_batch_size": _get(recipe, "data.global_batch_size") or micro * ranks[0] * ranks[1],
+    }
+    try:
+        facts["precision"] = builders.resolve_precision(_get(recipe, "trainer.precision"), accelerator)
+        step = run_record.check_continuation(
+            run_dir, facts, _get(recipe, "trainer.max_steps"), _get(recipe, "resume.resume_if_exists", True)
+        )
+    except ValueError as e:
+        raise RecipeError(str(e)) from None
+    if step is not None:
+        check_checkpoint_fits(recipe, last_checkpoint(run_dir), f"the run being resumed ({run_dir})", resuming=True)
 
 
 def _this_machine_has_gpus() -> bool:

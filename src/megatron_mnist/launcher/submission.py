@@ -22,11 +22,12 @@ from megatron_mnist import executors
 from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, RESULT_MARK
 from megatron_mnist.launcher.nemo_run_private import QuietExperiment, dryrun_info, experiment_dir, experiment_id
 from megatron_mnist.launcher.preflight import PreflightError, check_executor, check_executor_fields, check_name
-from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe, check_run_name
+from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe, check_run_folder, check_run_name
 from megatron_mnist.launcher.watch import ProgressView, attach, remote_job_dir
 
 console = Console()
 LOG_TAIL_LINES = 40
+NOT_RUN = "NOT RUN"  # a pipeline's stage after one that did not succeed
 
 
 class SubmissionError(ValueError):
@@ -100,6 +101,8 @@ def prepare(name: str, executor, stages: dict[str, run.Partial], skip_checks: bo
             for index, task in enumerate(stages.values()):
                 # a later pipeline stage starts from files an earlier one has yet to write
                 check_recipe(task, ranks=(per_node, nodes), executor_gpus=gpus, check_paths=local_files and index == 0)
+                if local_files:  # every stage's own run folder is there now: it must be one the stage can continue
+                    check_run_folder(task, ranks=(per_node, nodes), executor_gpus=gpus)
             check_executor(executor)
     except (PreflightError, RecipeError) as e:
         raise SubmissionError(str(e)) from None
@@ -131,13 +134,22 @@ def run_stages(
     if direct or executor is None:
         results = {}
         for name, task in stages.items():
+            if results and not all(r.succeeded for r in results.values()):
+                results[name] = TaskResult(name, NOT_RUN, Path.cwd())
+                console.print(f"{name}: {NOT_RUN} (a stage before it did not succeed)", highlight=False)
+                continue
             console.print(f"[bold cyan]Running {name} in this process[/bold cyan]")
-            fdl.build(task)()
-            results[name] = TaskResult(name, "SUCCEEDED", Path.cwd())
+            try:
+                fdl.build(task)()
+                results[name] = TaskResult(name, "SUCCEEDED", Path.cwd())
+            except Exception as e:  # the stage's own error, as a job's log would show it; the later stages stop
+                console.print(f"[bold red]{name} failed: {type(e).__name__}: {e}[/bold red]", soft_wrap=True)
+                results[name] = TaskResult(name, "FAILED", Path.cwd())
         return results
     view = None
     try:
         with quiet_experiment(title, executor) as exp:
+            exp.succeeded = lambda job: settled_state(job.state, job_files(job.executor)[1]) == AppState.SUCCEEDED
             for name, task in stages.items():
                 exp.add(task, name=name)
             attach(exp)  # each job writes progress where the view (and `launch.py watch`) reads it
@@ -157,18 +169,25 @@ def run_stages(
     # scheduler afterwards can answer RUNNING or UNKNOWN).
     results, read = {}, {}
     for job in exp.jobs:
+        if not job.launched:  # a stage before it did not succeed (QuietExperiment)
+            results[job.id] = TaskResult(job.id, NOT_RUN, Path(job.executor.job_dir))
+            read[job.id] = (str(job.executor.job_dir), {})
+            continue
         where, files = read[job.id] = job_files(job.executor)
         state = settled_state(job.state, files)
         code = exit_code(files) if state != AppState.SUCCEEDED else None
         job_dir = Path(job.executor.job_dir)
         results[job.id] = TaskResult(job.id, state.name, job_dir, code, job_summary(job_dir, files), where)
     for result in results.values():
+        if result.state == NOT_RUN:
+            console.print(f"{result.name}: {NOT_RUN} (a stage before it did not succeed)", highlight=False)
+            continue
         status = result.state if result.exit_code is None else f"{result.state} (exit code {result.exit_code})"
         console.print(f"{result.name}: {status}  job dir: {result.where}", soft_wrap=True, highlight=False)
         for line in summary_lines(result.summary):
             console.print(f"  {line}", soft_wrap=True, highlight=False)
     for result in results.values():
-        if not result.succeeded:
+        if not result.succeeded and result.state != NOT_RUN:
             show_log_tail(result.name, *read[result.name])
     return results
 
