@@ -193,3 +193,67 @@ def test_a_killed_local_job_is_failed_and_bad_task_names_are_one_line(tmp_path):
         assert wrong.returncode == 2, wrong.stdout + wrong.stderr
         assert f"experiment {experiment} has no task 'nosuch' (its tasks: {title})" in wrong.stderr
     assert f"== {title}:" in launch("logs", experiment, title).stdout
+
+
+def _start(args: list[str], tmp_path) -> tuple[subprocess.Popen, list[str]]:
+    """launch.py in a process group of its own (as a terminal runs it), its output collected line by line."""
+    import threading
+
+    job = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                           env=dict(os.environ, COLUMNS="250", MEGATRON_MNIST_PROGRESS_EVERY="1"))  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(job.stdout.readline, "")), daemon=True).start()
+    return job, lines
+
+
+def _trained_steps(run_dir, at_least: int, job, lines, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(len(p.read_text().splitlines()) > at_least for p in run_dir.glob("csv_logs/version_*/metrics.csv")):
+            return
+        assert job.poll() is None, "".join(lines[-40:])
+        time.sleep(0.2)
+    raise AssertionError("".join(lines[-40:]))
+
+
+def test_ctrl_c_saves_stops_reports_cancelled_and_the_run_resumes_one_row_per_step(tmp_path):
+    # before: one Ctrl-C showed ^C and the job ran to its end; two stopped it and `status` said SUCCEEDED
+    args = ["pretrain", "--name", f"ctrlc{os.getpid()}", f"log.log_dir={tmp_path}", "log.name=r",
+            "trainer.log_every_n_steps=1", "trainer.val_check_interval=1000", "trainer.enable_progress_bar=false"]
+    job, lines = _start([*args, "trainer.max_steps=100000", "--yes"], tmp_path)
+    _trained_steps(tmp_path / "r", 30, job, lines)
+    os.killpg(job.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the launcher's group, not the job's session
+    assert job.wait(timeout=300) == 130, "".join(lines[-40:])
+    time.sleep(0.5)
+    output = "".join(lines)
+    assert "Ctrl-C: asking " in output and "to save the last checkpoint and stop" in output, output[-3000:]
+    (summary,) = [line for line in lines if line.startswith(f"ctrlc{os.getpid()}: ") and "job dir:" in line]
+    assert summary.startswith(f"ctrlc{os.getpid()}: CANCELLED"), output[-3000:]
+    experiment = next(line.split()[1].rstrip(":") for line in lines if line.startswith("experiment "))
+    status = launch("status", experiment)
+    assert "CANCELLED" in status.stdout and "SUCCEEDED" not in status.stdout, status.stdout
+    (last,) = (tmp_path / "r").glob("checkpoints/*-last.ckpt")
+    stopped_at = int(last.name.split("-")[0].removeprefix("step="))
+    assert stopped_at >= 30
+    # the same command, with room to train 10 more steps: one row per step, none repeated
+    resumed = launch(*args, f"trainer.max_steps={stopped_at + 10}", "--yes")
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert [step for step, _ in logged(tmp_path / "r", "train_loss")] == list(range(stopped_at + 10))
+
+
+def test_cancel_stops_a_running_local_job_and_says_so(tmp_path):
+    title = f"cxl{os.getpid()}"
+    job, lines = _start(["pretrain", "--name", title, f"log.log_dir={tmp_path}", "log.name=r",
+                         "trainer.max_steps=100000", "trainer.enable_progress_bar=false", "--yes"], tmp_path)  # fmt: skip
+    _trained_steps(tmp_path / "r", 3, job, lines)
+    experiment = launch("list", title).stdout.split()[0]
+    cancelled = launch("cancel", experiment)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert f"{title}: asked to save its last checkpoint and stop (SIGTERM)" in cancelled.stdout
+    assert job.wait(timeout=300) == 1  # the launcher that waited on it: not a success
+    time.sleep(0.5)
+    assert any(line.startswith(f"{title}: CANCELLED") for line in lines), "".join(lines[-30:])
+    assert list((tmp_path / "r").glob("checkpoints/*-last.ckpt"))  # it saved before it stopped
+    again = launch("cancel", experiment)
+    assert f"{title}: CANCELLED already, nothing to cancel" in again.stdout, again.stdout

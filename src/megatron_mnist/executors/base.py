@@ -32,6 +32,11 @@ class ExecutorKind:
             (a partition, an image, a venv); skipped with ``--skip-checks``.
         prepare: last changes to the executor once the checks passed (mounts the recipes' paths, quoting).
         shared_dir: the folder every stage of a pipeline can reach, from the user's ``log_dir``.
+        can_detach: whether its jobs outlive the launcher (``--detach``, then ``watch`` / ``status``); where they do
+            not, ``--detach`` is refused before submitting.
+        stop: (a NeMo-Run job, hard) → whether a running job was found and signalled: ``hard`` False asks it to
+            save and stop (SIGTERM: the job saves its last checkpoint, then exits), True kills it at once. None:
+            NeMo-Run's own cancel, which kills.
     """
 
     name: str
@@ -42,3 +47,5 @@ class ExecutorKind:
     preflight: Callable[[Any], None] = _nothing
     prepare: Callable[[Any, Iterable], None] = _nothing
     shared_dir: Callable[[str, Any], str] = this_machines_folder
+    can_detach: bool = False
+    stop: Callable[[Any, bool], bool] | None = None

@@ -132,6 +132,13 @@ def _covers(volume: str, path: str, mode: str) -> bool:
     return inside and host == container and (mode == "ro" or "ro" not in (opts[0].split(",") if opts else []))
 
 
+def stop(job, hard: bool) -> bool:
+    """``docker kill`` the job's container, with SIGTERM unless ``hard`` (NeMo-Run names it EXPERIMENT-ID-TASK)."""
+    name = f"{job.executor.experiment_id}_{job.id}".replace("_", "-")
+    signal = "KILL" if hard else "TERM"
+    return subprocess.run(["docker", "kill", f"--signal={signal}", name], capture_output=True).returncode == 0
+
+
 KIND = ExecutorKind(
     name="docker",
     executor_type=run.DockerExecutor,
@@ -140,4 +147,5 @@ KIND = ExecutorKind(
     check_fields=check_fields,
     preflight=preflight,
     prepare=mount_recipe_paths,
+    stop=stop,
 )

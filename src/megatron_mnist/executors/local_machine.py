@@ -1,6 +1,7 @@
 """``executor=local``: this machine, in a child process (torchrun for several ranks)."""
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -39,6 +40,36 @@ def use_this_interpreter(executor: run.LocalExecutor, recipes=()) -> None:
         executor.env_vars["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
 
 
+def job_processes(job_dir: str | Path) -> list[int]:
+    """The processes of this machine that run a local job (their command line names its job directory)."""
+    needle, found = str(job_dir).encode(), []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def stop(job, hard: bool) -> bool:
+    """Signal the job's whole process tree: NeMo-Run's local scheduler starts each job in a session of its own (so
+    a Ctrl-C on the launcher never reaches it), and its own cancel fails once the launcher that started it is gone
+    (torchx's ``KeyError``)."""
+    groups = set()
+    for pid in job_processes(job.executor.job_dir):
+        try:
+            groups.add(os.getpgid(pid))
+        except ProcessLookupError:
+            continue
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL if hard else signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    return bool(groups)
+
+
 KIND = ExecutorKind(
     name="local",
     executor_type=run.LocalExecutor,
@@ -46,4 +77,5 @@ KIND = ExecutorKind(
     shape=shape,
     check_fields=check_fields,
     prepare=use_this_interpreter,
+    stop=stop,
 )

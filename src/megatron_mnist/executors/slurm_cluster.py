@@ -257,6 +257,22 @@ def shared_dir(log_dir: str, executor: run.SlurmExecutor) -> str:
     return this_machines_folder(log_dir, executor)
 
 
+def slurm_job_id(job) -> str | None:
+    """The Slurm job id in a NeMo-Run job's handle (``.../ID``)."""
+    found = re.search(r"(\d+)$", getattr(job, "handle", "") or "")
+    return found[1] if found else None
+
+
+def stop(job, hard: bool) -> bool:
+    """``scancel`` the job where the cluster is; without ``hard`` it only sends SIGTERM to the job's steps (the job
+    saves its last checkpoint and exits, as on a preemption, but is not requeued)."""
+    job_id = slurm_job_id(job)
+    if job_id is None:
+        return False
+    flags = "" if hard else "--signal=TERM --full "
+    return _tunnel_run(job.executor.tunnel, f"scancel {flags}{shlex.quote(job_id)}")[0] == 0
+
+
 KIND = ExecutorKind(
     name="slurm",
     executor_type=run.SlurmExecutor,
@@ -266,4 +282,6 @@ KIND = ExecutorKind(
     preflight=preflight,
     prepare=quote_for_the_script,
     shared_dir=shared_dir,
+    can_detach=True,
+    stop=stop,
 )

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from megatron_mnist.job.builders import Adam, ResumeSettings, RunFolder, TrainerSettings
+from megatron_mnist.job.preemption import SaveOnPreemption
 from megatron_mnist.job.process import freeze_heap
 from megatron_mnist.job.progress_file import metric
 from megatron_mnist.run_dirs import renamed_from
@@ -22,7 +23,6 @@ def make_trainer(settings: TrainerSettings):
     import nemo.lightning as nl
     from lightning.pytorch.callbacks import TQDMProgressBar
 
-    from megatron_mnist.job.preemption import SaveOnPreemption
     from megatron_mnist.job.progress_file import from_environment
 
     if settings.accelerator == "gpu":
@@ -187,9 +187,12 @@ def train(model, data, trainer, optim: Adam, log: RunFolder, resume: ResumeSetti
     if not trainer.is_global_zero:
         return None
     tidy_run_dir(trainer, run_dir, started)
+    stopped = [c.signals.stopped_by for c in trainer.callbacks if isinstance(c, SaveOnPreemption)]
     return {
         "run_dir": str(run_dir),
         "step": trainer.global_step,
+        "max_steps": trainer.max_steps,
+        "stopped_by": next(iter(stopped), None),
         "train_loss": metric(trainer, "train_loss"),
         "val_loss": metric(trainer, "val_loss"),
         "renamed_from": renamed_from(run_dir),

@@ -43,9 +43,11 @@ import typer  # noqa: E402
 from nemo_run.cli.api import Entrypoint, RunContext, RunContextError  # noqa: E402
 from nemo_run.cli.cli_parser import CLIException, parse_cli_args  # noqa: E402
 from rich.console import Console  # noqa: E402
+from torchx.specs import AppState  # noqa: E402
 
 from megatron_mnist import executors  # noqa: E402  (executors registers executor=local|...)
 from megatron_mnist.executors.fields import CONTROL, SHELL_BY_DESIGN  # noqa: E402
+from megatron_mnist.executors.local_machine import job_processes  # noqa: E402
 from megatron_mnist.job.api import predict, train  # noqa: E402
 from megatron_mnist.job.builders import MAX_STEPS  # noqa: E402
 from megatron_mnist.launcher import moved_modules, nemo_run_private  # noqa: E402
@@ -55,13 +57,16 @@ from megatron_mnist.launcher.recipe_checks import RecipeError, check_overrides  
 from megatron_mnist.launcher.submission import (  # noqa: E402
     SubmissionError,
     dryrun,
+    ended_state,
     executor_shape,
     job_files,
     job_location,
     job_summary,
     logs_of,
+    outcome,
     prepare,
     run_stages,
+    stop_task,
     summary_lines,
 )
 from megatron_mnist.launcher.watch import ProgressView  # noqa: E402
@@ -93,10 +98,11 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def prepare_submission(name: str, executor, stages: dict[str, run.Partial], skip_checks: bool = False) -> None:
+def prepare_submission(name: str, executor, stages: dict[str, run.Partial], skip_checks: bool = False,
+                       detach: bool = False) -> None:  # fmt: skip
     """``megatron_mnist.submit.prepare``: the first problem is one line and exit status 2, nothing created."""
     try:
-        prepare(name, executor, stages, skip_checks=skip_checks)
+        prepare(name, executor, stages, skip_checks=skip_checks, detach=detach)
     except SubmissionError as e:
         fail(str(e))
 
@@ -113,6 +119,16 @@ def announce(stages: dict[str, run.Partial], executor) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+def confirmed(yes: bool, ask) -> bool:
+    """--yes, or the user's answer to ``ask()``; without a terminal to ask on, one line and exit 2 (before: NeMo-Run's
+    prompt read nothing and said "Unexpected error", exit 1)."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        fail("no terminal to ask on whether to submit: pass --yes (or --dryrun to see what would be submitted)")
+    return ask()
 
 
 def exit_status(results: dict, detached: bool = False) -> int:
@@ -220,7 +236,8 @@ class LaunchContext(RunContext):
             )
             return
         stages = {self.name: task}
-        prepare_submission(self.name, self.executor, stages, skip_checks=self.skip_checks and not self.check_only)
+        prepare_submission(self.name, self.executor, stages, skip_checks=self.skip_checks and not self.check_only,
+                           detach=self.detach)  # fmt: skip
         if self.check_only:
             executor = type(self.executor).__name__
             console.print(f"check: {self.name} on {executor}: ok — nothing submitted", highlight=False)
@@ -229,7 +246,7 @@ class LaunchContext(RunContext):
             dryrun(self.name, stages, self.executor)
             return
         announce(stages, self.executor)
-        if not nemo_run_private.should_continue(self, self.skip_confirmation):
+        if not confirmed(self.skip_confirmation, lambda: nemo_run_private.should_continue(self, False)):
             return
         results = run_stages(
             self.name, stages, self.executor, direct=self.direct, detach=self.detach, tail_logs=self.tail_logs
@@ -256,12 +273,12 @@ class LaunchContext(RunContext):
                 stages[name] = self.parse_fn(fn, [*task_args, *extra, f"log.log_dir={out}", f"log.name={name}"])
             except (ValueError, TypeError, AttributeError, CLIException) as e:
                 fail(f"--sweep: {parse_error(e)}")
-        prepare_submission(self.name, self.executor, stages, skip_checks=self.skip_checks)
+        prepare_submission(self.name, self.executor, stages, skip_checks=self.skip_checks, detach=self.detach)
         if self.dryrun:
             dryrun(self.name, stages, self.executor)
             return
         console.print(f"sweep {self.name}: {len(stages)} tasks over {', '.join(keys)}; runs in {out}")
-        if not nemo_run_private.should_continue(self, self.skip_confirmation):
+        if not confirmed(self.skip_confirmation, lambda: nemo_run_private.should_continue(self, False)):
             return
         results = run_stages(self.name, stages, self.executor, direct=self.direct, detach=self.detach, sequential=False)
         if not self.detach:
@@ -383,12 +400,12 @@ def pipeline(
             parse_cli_args(stages[stage], [rest], stages[stage])
         except Exception as e:
             fail(f"{stage}: {e}" if isinstance(e, RecipeError) else parse_error(e))
-    prepare_submission(name, executor, stages, skip_checks=direct)
+    prepare_submission(name, executor, stages, skip_checks=direct, detach=detach)
     if dryrun_:
         dryrun(name, stages, executor)
         return
     announce(stages, executor)
-    if not yes and not typer.confirm("Launch the pipeline?"):
+    if not confirmed(yes, lambda: typer.confirm("Launch the pipeline?")):
         return
     sys.exit(exit_status(run_stages(name, stages, executor, direct=direct, detach=detach), detach))
 
@@ -414,29 +431,21 @@ def pick_jobs(exp: run.Experiment, task: str | None) -> list:
 def task_states(exp: run.Experiment) -> dict[str, str]:
     """Each task's state in the experiment's order. NeMo-Run's local scheduler forgets its jobs when the launcher
     exits, and answers RUNNING for a job that was killed with it: a local job whose process is gone is FAILED,
-    unless its log ends with its result (then it SUCCEEDED)."""
+    unless its log ends with its result. A task that ended with its result is SUCCEEDED, or CANCELLED where a
+    signal stopped it before its last step (``submission.outcome``)."""
     reported = exp.status(return_dict=True) or {}
     states = {}
     for job in exp.jobs:
-        state = str(reported.get(job.id, {}).get("status", "UNKNOWN")).split(".")[-1]
-        if isinstance(job.executor, run.LocalExecutor) and state in ("RUNNING", "PENDING", "UNKNOWN", "SUBMITTED"):
-            if not local_job_alive(Path(job.executor.job_dir)):
-                _, files = job_files(job.executor)
-                state = "SUCCEEDED" if job_summary(Path(job.executor.job_dir), files) else "FAILED"
+        reported_state = reported.get(job.id, {}).get("status", "UNKNOWN")  # an AppState ("SUCCEEDED (4)"), or not
+        state = getattr(reported_state, "name", None) or str(reported_state).split(".")[-1].split()[0]
+        local = isinstance(job.executor, run.LocalExecutor)
+        if local and state in ("RUNNING", "PENDING", "UNKNOWN", "SUBMITTED"):
+            if not job_processes(job.executor.job_dir):
+                state = ended_state(job_summary(Path(job.executor.job_dir), job_files(job.executor)[1]))
+        elif state == "SUCCEEDED":
+            state, _ = outcome(job, state=AppState.SUCCEEDED)
         states[job.id] = state
     return states
-
-
-def local_job_alive(job_dir: Path) -> bool:
-    """A process of this machine runs the job (its command line names the job directory's config)."""
-    needle = str(job_dir).encode()
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if needle in cmdline.read_bytes():
-                return True
-        except OSError:
-            continue
-    return False
 
 
 @app.command("list")
@@ -528,9 +537,14 @@ def logs(experiment_id: str, task: str = typer.Argument(None, help="a task name 
 def cancel(experiment_id: str, task: str = typer.Argument(None, help="a task name (default: every task)")):
     """Cancel the experiment's tasks that are still queued or running."""
     exp = load_experiment(experiment_id)
+    states = task_states(exp)
     for job in pick_jobs(exp, task):
-        exp.cancel(job.id)
-        console.print(f"{job.id}: cancel requested", highlight=False)
+        if states[job.id] in ENDED:
+            console.print(f"{job.id}: {states[job.id]} already, nothing to cancel", highlight=False)
+        elif stop_task(exp, job, hard=False):
+            console.print(f"{job.id}: asked to save its last checkpoint and stop (SIGTERM)", highlight=False)
+        else:
+            console.print(f"{job.id}: no running process found", highlight=False)
 
 
 @app.command("compare")
@@ -600,8 +614,18 @@ def refuse_an_empty_name(argv: list[str]) -> None:
 
 def main() -> None:
     """The console entry point: ``python launch.py`` and the installed ``megatron-mnist`` command."""
-    refuse_an_empty_name(sys.argv[1:])
-    app()
+    argv = sys.argv[1:]
+    refuse_an_empty_name(argv)
+    recipes = {name: (factory, summary) for name, _, factory, summary in RECIPES}
+    if argv and argv[0] in recipes and ({"--help", "-h"} & set(argv)):
+        from megatron_mnist.launcher.recipe_help import recipe_help
+
+        recipe_help(argv[0], *recipes[argv[0]])  # NeMo-Run's would import NeMo's collections (15-29 s)
+        return
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)  # Ctrl-C: the tasks were asked to stop (submission.StopOnCtrlC), the summary printed
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ Runs where the user types: imports NeMo-Run, never the training stack.
 import json
 import re
 import shlex
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,14 +79,16 @@ def submit(
     executor = executor if executor is not None else fdl.build(executors.local())
     name = name or getattr(getattr(recipe, "log", None), "name", None) or "run"
     stages = {name: recipe}
-    prepare(name, executor, stages, skip_checks=skip_checks)
+    prepare(name, executor, stages, skip_checks=skip_checks, detach=detach)
     results = run_stages(name, stages, executor, detach=detach)
     if any(not r.succeeded for r in results.values()) and not detach:
         raise TaskFailed(results)
     return results
 
 
-def prepare(name: str, executor, stages: dict[str, run.Partial], skip_checks: bool = False) -> None:
+def prepare(
+    name: str, executor, stages: dict[str, run.Partial], skip_checks: bool = False, detach: bool = False
+) -> None:
     """Before every submission, dry run and ``check``: what the job could not run safely, then (unless
     ``skip_checks``) everything else that can be known before submitting; the first problem raises
     :class:`SubmissionError`, before anything is created. Then the executor gets what the recipes need: Docker mounts
@@ -96,6 +100,12 @@ def prepare(name: str, executor, stages: dict[str, run.Partial], skip_checks: bo
             check_run_name(task)
         if executor is not None:
             check_executor_fields(executor)
+            if detach and not executors.kind_of(executor).can_detach:
+                kinds = ", ".join(k.name for k in executors.KINDS.values() if k.can_detach)
+                raise PreflightError(
+                    f"--detach needs an executor whose jobs outlive the launcher (executor={kinds}): "
+                    f"{executors.kind_of(executor).name}'s jobs are followed by the launcher, so run without --detach"
+                )
         if not skip_checks:
             per_node, nodes, gpus, local_files = executor_shape(executor)
             for index, task in enumerate(stages.values()):
@@ -147,9 +157,11 @@ def run_stages(
                 results[name] = TaskResult(name, "FAILED", Path.cwd())
         return results
     view = None
-    try:
-        with quiet_experiment(title, executor) as exp:
-            exp.succeeded = lambda job: settled_state(job.state, job_files(job.executor)[1]) == AppState.SUCCEEDED
+    # outside the experiment's `with`: leaving it is where NeMo-Run waits for the jobs
+    with StopOnCtrlC() as ctrl_c, quiet_experiment(title, executor) as exp:
+        ctrl_c.exp = exp
+        try:
+            exp.succeeded = lambda job: outcome(job)[0] == "SUCCEEDED"  # a later stage runs only after that
             for name, task in stages.items():
                 exp.add(task, name=name)
             attach(exp)  # each job writes progress where the view (and `launch.py watch`) reads it
@@ -158,9 +170,9 @@ def run_stages(
             # sequential: on Slurm the stages become jobs with afterok dependencies (so a detached pipeline still
             # chains); elsewhere each starts when the one before has finished. A sweep's tasks run side by side.
             exp.run(sequential=sequential, detach=detach, tail_logs=tail_logs)
-    finally:
-        if view is not None:
-            view.stop()
+        finally:
+            if view is not None:
+                view.stop()
     console.print(f"experiment {experiment_id(exp)}: {experiment_dir(exp)}", soft_wrap=True, highlight=False)
     if detach:
         console.print(f"submitted; follow it with: python launch.py status {experiment_id(exp)}")
@@ -174,10 +186,9 @@ def run_stages(
             read[job.id] = (str(job.executor.job_dir), {})
             continue
         where, files = read[job.id] = job_files(job.executor)
-        state = settled_state(job.state, files)
-        code = exit_code(files) if state != AppState.SUCCEEDED else None
-        job_dir = Path(job.executor.job_dir)
-        results[job.id] = TaskResult(job.id, state.name, job_dir, code, job_summary(job_dir, files), where)
+        state, summary = outcome(job, files)
+        code = exit_code(files) if state != "SUCCEEDED" else None
+        results[job.id] = TaskResult(job.id, state, Path(job.executor.job_dir), code, summary, where)
     for result in results.values():
         if result.state == NOT_RUN:
             console.print(f"{result.name}: {NOT_RUN} (a stage before it did not succeed)", highlight=False)
@@ -187,9 +198,72 @@ def run_stages(
         for line in summary_lines(result.summary):
             console.print(f"  {line}", soft_wrap=True, highlight=False)
     for result in results.values():
-        if not result.succeeded and result.state != NOT_RUN:
+        if not result.succeeded and result.state not in (NOT_RUN, "CANCELLED"):
             show_log_tail(result.name, *read[result.name])
+    if ctrl_c.pressed:
+        raise KeyboardInterrupt  # the summary is printed; the launcher exits 130, as torchrun and Lightning do
     return results
+
+
+def outcome(job, files: dict[str, str] | None = None, state: AppState | None = None) -> tuple[str, dict]:
+    """A finished task's state (``state``, else the job's own) and its run's summary: SUCCEEDED only for a run that
+    ran to its end — one that a signal stopped (Ctrl-C, ``cancel``) saved its last checkpoint and exited 0, and is
+    CANCELLED."""
+    if files is None:
+        files = job_files(job.executor)[1]
+    state = settled_state(job.state if state is None else state, files).name
+    summary = job_summary(Path(job.executor.job_dir), files)
+    return ("CANCELLED" if state == "SUCCEEDED" and summary.get("stopped_by") else state), summary
+
+
+def ended_state(summary: dict) -> str:
+    """How a task that exited normally ended, by its result line: SUCCEEDED, CANCELLED (stopped by a signal
+    before its last step, its checkpoint saved), or FAILED (no result: it died)."""
+    if not summary:
+        return "FAILED"
+    return "CANCELLED" if summary.get("stopped_by") else "SUCCEEDED"
+
+
+def stop_task(exp, job, hard: bool) -> bool:
+    """Ask a task to save and stop (``hard``: kill it), the way its executor kind does; False if none was running."""
+    stop = executors.kind_of(job.executor).stop
+    if stop is None:
+        exp.cancel(job.id)
+        return True
+    return stop(job, hard)
+
+
+class StopOnCtrlC:
+    """Ctrl-C while the launcher waits, as Lightning and torchrun users expect: the first asks every running task
+    to save its last checkpoint and stop (and no later stage starts), the second stops them at once. The launcher
+    then prints the summary and exits 130."""
+
+    def __init__(self):
+        self.exp, self.pressed, self._previous = None, 0, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_ctrl_c)
+        return self
+
+    def _on_ctrl_c(self, signum, frame) -> None:
+        self.pressed += 1
+        hard = self.pressed > 1
+        running = [job for job in (self.exp.jobs if self.exp is not None else []) if job.launched]
+        for job in running:
+            stop_task(self.exp, job, hard)
+        if hard:
+            console.print("\nCtrl-C again: the tasks are stopped now, without saving", highlight=False)
+            raise KeyboardInterrupt
+        names = ", ".join(job.id for job in running) or "no task"
+        console.print(
+            f"\nCtrl-C: asking {names} to save the last checkpoint and stop (Ctrl-C again to stop at once)",
+            highlight=False,
+        )
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def quiet_experiment(title: str, executor) -> run.Experiment:
@@ -304,6 +378,11 @@ def summary_lines(summary: dict) -> list[str]:
     elif "num_digits" in summary:
         parts.append(f"{summary['num_digits']} digits predicted")
     lines = ["  ".join(parts)]
+    if summary.get("stopped_by"):
+        lines.append(
+            f"stopped by {summary['stopped_by']} at step {summary.get('step')} of {summary.get('max_steps')}: its last "
+            "checkpoint is saved, and the same command continues the run"
+        )
     if summary.get("report"):
         lines.append(f"report: {summary['report']}")
     if summary.get("renamed_from"):

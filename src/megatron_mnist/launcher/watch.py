@@ -22,6 +22,7 @@ from rich.live import Live
 from rich.text import Text
 from torchx.specs import is_terminal
 
+from megatron_mnist.executors.slurm_cluster import slurm_job_id
 from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, PROGRESS_ENV, PROGRESS_FILE
 
 
@@ -48,12 +49,6 @@ def attach(exp: run.Experiment) -> None:
     """Before the run: each task's job learns where to write its progress (an environment variable)."""
     for job in exp.jobs:
         job.executor.env_vars[PROGRESS_ENV] = progress_path_for_job(job.executor)
-
-
-def slurm_job_id(job) -> str | None:
-    handle = getattr(job, "handle", "") or ""
-    found = re.search(r"(\d+)$", handle)
-    return found[1] if found else None
 
 
 class Reader:
