@@ -219,8 +219,16 @@ def _trained_steps(run_dir, at_least: int, job, lines, timeout: float = 300) -> 
 
 def test_ctrl_c_saves_stops_reports_cancelled_and_the_run_resumes_one_row_per_step(tmp_path):
     # before: one Ctrl-C showed ^C and the job ran to its end; two stopped it and `status` said SUCCEEDED
-    args = ["pretrain", "--name", f"ctrlc{os.getpid()}", f"log.log_dir={tmp_path}", "log.name=r",
-            "trainer.log_every_n_steps=1", "trainer.val_check_interval=1000", "trainer.enable_progress_bar=false"]
+    args = [
+        "pretrain",
+        "--name",
+        f"ctrlc{os.getpid()}",
+        f"log.log_dir={tmp_path}",
+        "log.name=r",
+        "trainer.log_every_n_steps=1",
+        "trainer.val_check_interval=1000",
+        "trainer.enable_progress_bar=false",
+    ]
     job, lines = _start([*args, "trainer.max_steps=100000", "--yes"], tmp_path)
     _trained_steps(tmp_path / "r", 30, job, lines)
     os.killpg(job.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the launcher's group, not the job's session
@@ -244,8 +252,9 @@ def test_ctrl_c_saves_stops_reports_cancelled_and_the_run_resumes_one_row_per_st
 
 def test_cancel_stops_a_running_local_job_and_says_so(tmp_path):
     title = f"cxl{os.getpid()}"
-    job, lines = _start(["pretrain", "--name", title, f"log.log_dir={tmp_path}", "log.name=r",
-                         "trainer.max_steps=100000", "trainer.enable_progress_bar=false", "--yes"], tmp_path)  # fmt: skip
+    args = ["pretrain", "--name", title, f"log.log_dir={tmp_path}", "log.name=r", "trainer.max_steps=100000",
+            "trainer.enable_progress_bar=false", "--yes"]  # fmt: skip
+    job, lines = _start(args, tmp_path)
     _trained_steps(tmp_path / "r", 3, job, lines)
     experiment = launch("list", title).stdout.split()[0]
     cancelled = launch("cancel", experiment)
