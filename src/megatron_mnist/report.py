@@ -100,17 +100,29 @@ def plot_reconstructions(images: torch.Tensor, rebuilt: torch.Tensor, labels: to
 
 
 def plot_embedding(z: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
-    fig = plt.figure(figsize=(6, 5))
-    ax = fig.add_subplot(projection="3d")
+    """The 3-d embedding seen from four sides: in 3-d and projected on each pair of axes, each digit's cluster
+    labelled with the digit at its median (tab10's colours alone left digit 1's cluster lost inside digit 3's)."""
+    fig = plt.figure(figsize=(10, 9))
     # drawn in a shuffled order, half transparent: drawn digit by digit, the last digits' clusters hid the others
-    # (digit 1's sits inside them)
     order = torch.randperm(len(z), generator=torch.Generator().manual_seed(0))
     z, labels = z[order], labels[order]
-    points = ax.scatter(z[:, 0], z[:, 1], z[:, 2], c=labels, cmap="tab10", s=4, vmin=-0.5, vmax=9.5, alpha=0.5)
-    fig.colorbar(points, ax=ax, ticks=range(10), label="digit", shrink=0.7)
-    ax.set_title("3-d embedding of the held-out digits")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    style = {"c": labels, "cmap": "tab10", "s": 4, "vmin": -0.5, "vmax": 9.5, "alpha": 0.5}
+    centres = {d: z[labels == d].median(dim=0).values for d in range(10) if (labels == d).any()}
+    ax = fig.add_subplot(2, 2, 1, projection="3d")
+    points = ax.scatter(z[:, 0], z[:, 1], z[:, 2], **style)
+    ax.set(xlabel="z1", ylabel="z2", zlabel="z3", title="3-d")
+    for digit, centre in centres.items():
+        ax.text(*centre.tolist(), str(digit), fontsize=11, weight="bold")
+    for panel, (a, b) in enumerate(((0, 1), (0, 2), (1, 2)), start=2):
+        ax = fig.add_subplot(2, 2, panel)
+        ax.scatter(z[:, a], z[:, b], **style)
+        ax.set(xlabel=f"z{a + 1}", ylabel=f"z{b + 1}", title=f"z{a + 1} against z{b + 1}")
+        for digit, centre in centres.items():
+            ax.annotate(str(digit), (centre[a], centre[b]), fontsize=11, weight="bold", ha="center", va="center",
+                        bbox={"boxstyle": "circle,pad=0.15", "fc": "white", "alpha": 0.7})  # fmt: skip
+    fig.colorbar(points, ax=fig.axes, ticks=range(10), label="digit", shrink=0.6)
+    fig.suptitle("3-d embedding of the held-out digits (the number at each cluster's median)")
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

@@ -27,14 +27,18 @@ def run_script(code: str, folder: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_readme_python_block_runs_once_and_prints_its_result(index, tmp_path):
-    experiments = Path(os.environ["NEMORUN_HOME"]) / "experiments" / "pretrain"
-    before = set(experiments.glob("pretrain_*"))
+    experiments = Path(os.environ["NEMORUN_HOME"]) / "experiments" / "from_python"
+    before = set(experiments.glob("from_python_*"))
     result = run_script(python_blocks()[index], tmp_path)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert float(result.stdout.strip().splitlines()[-1]) > 0  # the val loss the summary carries
-    assert len(set(experiments.glob("pretrain_*")) - before) == 1  # one experiment: the script ran once
-    assert [p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")] == ["pretrain"]
-    assert [p.name for p in (tmp_path / "runs" / "pretrain" / "csv_logs").iterdir()] == ["version_0"]
+    assert len(set(experiments.glob("from_python_*")) - before) == 1  # one experiment: the script ran once
+    assert [p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")] == ["from_python"]
+    assert [p.name for p in (tmp_path / "runs" / "from_python" / "csv_logs").iterdir()] == ["version_0"]
+    # the same script again: the run is finished, so submit refuses before anything runs (SubmissionError)
+    again = run_script(python_blocks()[index], tmp_path)
+    assert again.returncode == 1 and "SubmissionError" in again.stderr, again.stderr[-2000:]
+    assert "has already trained 20 steps and trainer.max_steps=20" in again.stderr
 
 
 def test_submit_raises_on_bad_input_and_on_a_failed_task(tmp_path):

@@ -116,12 +116,16 @@ def test_two_runs_of_one_name_at_once_get_separate_directories(tmp_path):
         assert len(list((tmp_path / run).glob("checkpoints/*-last.ckpt"))) == 1
 
 
-def test_running_a_finished_run_again_changes_nothing(tmp_path):
+def test_running_a_finished_run_again_is_refused_and_changes_nothing(tmp_path):
     subprocess.run(command(tmp_path, steps=20), check=True, capture_output=True, timeout=600)
     (last,) = (tmp_path / "r").glob("checkpoints/*-last.ckpt")
     weights = final_weights(tmp_path / "r")
-    again = subprocess.run(command(tmp_path, steps=20), capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for steps in (20, 10):  # before: 10 crashed in NeMo's sampler ("no samples left to consume") with a traceback
+        again = subprocess.run(command(tmp_path, steps=steps), capture_output=True, text=True, timeout=600)
+        assert again.returncode == 2, again.stderr[-3000:]
+        assert f"{tmp_path / 'r'} has already trained 20 steps and trainer.max_steps={steps}" in again.stderr
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # not even an empty log
     assert [step for step, _ in logged(tmp_path / "r", "train_loss")] == list(range(20))  # no step trained twice
     assert [p.name for p in (tmp_path / "r" / "csv_logs").iterdir()] == ["version_0"]  # and no empty log added
     assert len(list((tmp_path / "r").glob("tb_logs/**/events.out.tfevents.*"))) == 1

@@ -10,7 +10,7 @@ import torch
 
 from megatron_mnist.checkpoint_paths import checkpoint_model, last_checkpoint, resolve_checkpoint
 from megatron_mnist.job.checkpoint import load_model_weights
-from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe
+from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe, check_run_folder
 from megatron_mnist.model.config import CONFIGS
 from megatron_mnist.model.spec import CONFIG_HEADS, TASKS
 from recipes.finetune import finetune
@@ -93,13 +93,16 @@ def test_a_run_resumed_with_other_sizes_is_stopped(tmp_path):
     run_dir = tmp_path / "pretrain" / "checkpoints" / "step=149-val_loss=0.0253-last"
     shutil.copytree(CHECKPOINT, run_dir)
     recipe = pretrain(log_dir=str(tmp_path))
-    check_recipe(recipe)
+    check_run_folder(recipe)
     recipe.model.hidden_size = 128
     with pytest.raises(RecipeError, match=r"the run being resumed \(.*pretrain\) holds a model with hidden_size=64"):
-        check_recipe(recipe)
+        check_run_folder(recipe)
     recipe.model.hidden_size, recipe.model.task = 64, "finetune_both"
     with pytest.raises(RecipeError, match=r"holds a PretrainConfig model, but model.task=finetune_both"):
-        check_recipe(recipe)
+        check_run_folder(recipe)
+    recipe.model.task, recipe.trainer.max_steps = "pretrain", 149  # at its last checkpoint's step: nothing to train
+    with pytest.raises(RecipeError, match=r"pretrain has already trained 149 steps and trainer.max_steps=149"):
+        check_run_folder(recipe)
 
 
 def _with(recipe, **model):

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from megatron_mnist import run_record
+from megatron_mnist.checkpoint_paths import resolve_checkpoint
 from megatron_mnist.job import engines
 from megatron_mnist.job.builders import Adam, ResumeSettings, RunFolder
 from megatron_mnist.job_protocol import RESULT_MARK
@@ -27,12 +28,16 @@ def train(model, data, trainer, optim: Adam, log: RunFolder, resume: ResumeSetti
     facts = {"engine": settings.engine, "accelerator": settings.accelerator, "precision": settings.precision,
              "micro_batch_size": data.micro_batch_size, "global_batch_size": data.global_batch_size}  # fmt: skip
     # the launcher checked this where it could see the folder; a cluster's folder, or Python's submit, meets it here
-    run_record.check_continuation(log.run_dir, facts, settings.max_steps, resume.resume_if_exists)
+    resumed_at = run_record.check_continuation(log.run_dir, facts, settings.max_steps, resume.resume_if_exists)
     if global_rank() == 0:
         run_record.write(log.run_dir, facts)
     summary = engines.of(trainer).train(model, data, trainer, optim, log, resume, seed)
     if summary is not None:
-        print_result(**summary, engine=trainer.settings.engine, precision=trainer.settings.precision)
+        start = {"resumed_at": resumed_at}
+        if model.initial_ckpt_path and resumed_at is None:  # which weights it started from, said on the console
+            start["initial_weights"] = str(resolve_checkpoint(model.initial_ckpt_path).resolve())
+            start["fresh"] = list(model.initial_ckpt_skip_keys_with_these_prefixes)
+        print_result(**summary, **start, engine=settings.engine, precision=settings.precision)
     return log.run_dir
 
 

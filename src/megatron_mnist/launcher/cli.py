@@ -43,6 +43,7 @@ import typer  # noqa: E402
 from nemo_run.cli.api import Entrypoint, RunContext, RunContextError  # noqa: E402
 from nemo_run.cli.cli_parser import CLIException, parse_cli_args  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 from torchx.specs import AppState  # noqa: E402
 
 from megatron_mnist import executors  # noqa: E402  (executors registers executor=local|...)
@@ -94,7 +95,8 @@ def parse_error(e: Exception, args: list[str] = (), prefix: str = "") -> str:
 
 def fail(message: str) -> None:
     """One line on stderr, exit status 2: bad input, found before anything ran."""
-    errors.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    # escaped: a value such as [digit_classifier] is the user's text, not rich markup (it vanished from the line)
+    errors.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(2)
 
 
@@ -265,6 +267,9 @@ class LaunchContext(RunContext):
             fail(f"--sweep: {e}")
         given = dict(a.split("=", 1) for a in task_args if a.startswith("log.log_dir="))
         out = Path(pipeline_output_dir(given.get("log.log_dir", "runs"), self.executor)) / self.name
+        if (out / "checkpoints").is_dir() or (out / "csv_logs").is_dir():
+            fail(f"--sweep: {out} is a run's folder, and a sweep's runs go in a folder of their own: give the sweep "
+                 f"a --name (e.g. --name {self.name}-sweep)")  # fmt: skip
         stages = {}
         for index, combo in enumerate(combos):
             name = f"{self.name}-{index}"
@@ -308,17 +313,19 @@ def sweep_table(out: Path, keys: list[str], combos: dict[str, tuple]) -> None:
 
     from megatron_mnist.run_logs import logged
 
-    table = Table("task", *keys, "final val_loss", "at step")
+    # "after steps" counts optimizer steps, as the console and the summaries do (the CSV's step column is 0-based:
+    # the validation after the 20th step is its row 19)
+    table = Table("task", *keys, "final val_loss", "after steps")
     rows = []
     for name, combo in combos.items():
         val = logged(out / name, "val_loss") if (out / name).is_dir() else []
-        last = val[-1] if val else ("", "")
-        rows.append([name, *combo, *(str(x) for x in (last[1], last[0]))])
+        loss, steps = (str(val[-1][1]), str(val[-1][0] + 1)) if val else ("", "")
+        rows.append([name, *combo, loss, steps])
         table.add_row(*rows[-1])
     console.print(table)
     if out.is_dir():
         with open(out / "sweep.csv", "w", newline="") as f:
-            csv.writer(f).writerows([["task", *keys, "final_val_loss", "step"], *rows])
+            csv.writer(f).writerows([["task", *keys, "final_val_loss", "steps"], *rows])
         console.print(f"sweep table: {out / 'sweep.csv'}", highlight=False, soft_wrap=True)
 
 
@@ -448,6 +455,13 @@ def task_states(exp: run.Experiment) -> dict[str, str]:
     return states
 
 
+def run_folder_of(job) -> str:
+    """`` (LOG_DIR/NAME)`` of a task's run, from its recipe: what tells experiments of one title apart."""
+    log = getattr(job.task, "log", None)
+    name, log_dir = getattr(log, "name", None), getattr(log, "log_dir", None)
+    return f" ({Path(log_dir) / name})" if isinstance(name, str) and isinstance(log_dir, str) else ""
+
+
 @app.command("list")
 def list_experiments(title: str = typer.Argument("", help="only experiments with this title")):
     """List the experiments NeMo-Run recorded, oldest first: id, state of each task, start time, duration, folder."""
@@ -463,7 +477,9 @@ def list_experiments(title: str = typer.Argument("", help="only experiments with
             done = folder / nemo_run_private.DONE_FILE
             took = f"{done.stat().st_mtime - started.timestamp():.0f} s" if done.exists() else "-"
             try:
-                states = ", ".join(f"{k} {v}" for k, v in task_states(run.Experiment.from_id(experiment_id)).items())
+                exp = run.Experiment.from_id(experiment_id)
+                folders = {job.id: run_folder_of(job) for job in exp.jobs}
+                states = ", ".join(f"{k} {v}{folders[k]}" for k, v in task_states(exp).items())
             except Exception as e:  # an experiment folder NeMo-Run cannot load any more
                 states = f"unreadable ({type(e).__name__})"
             rows.append(

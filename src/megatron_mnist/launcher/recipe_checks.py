@@ -4,6 +4,7 @@ neither torch nor NeMo. The value constraints are the builders' (``builders.CONS
 on the node, for recipes composed in Python.
 """
 
+import ast
 import difflib
 import errno
 import inspect
@@ -67,6 +68,14 @@ def _check_type(key: str, value: str, annotation) -> None:
                 raise RecipeError(f"{key}={value!r} is not {expected}") from None
     if options == [bool] and text.lower() not in ("true", "false", "1", "0", "yes", "no"):
         raise RecipeError(f"{key}={value!r} is not true or false")
+    if len(options) == 1 and typing.get_origin(options[0]) is list or options == [list]:
+        try:
+            parsed = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            parsed = None
+        if not isinstance(parsed, list):
+            # NeMo-Run's parser would say "Failed to parse ''", naming neither the value nor the fix
+            raise RecipeError(f"{key}={value!r} is not a list: quote each string, e.g. {key}=['digit_classifier']")
 
 
 def check_overrides(recipe: fdl.Buildable, args: list[str]) -> None:

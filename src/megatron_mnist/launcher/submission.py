@@ -18,6 +18,7 @@ from pathlib import Path
 import fiddle as fdl
 import nemo_run as run
 from rich.console import Console
+from rich.markup import escape
 from torchx.specs import AppState
 
 from megatron_mnist import executors
@@ -153,7 +154,9 @@ def run_stages(
                 fdl.build(task)()
                 results[name] = TaskResult(name, "SUCCEEDED", Path.cwd())
             except Exception as e:  # the stage's own error, as a job's log would show it; the later stages stop
-                console.print(f"[bold red]{name} failed: {type(e).__name__}: {e}[/bold red]", soft_wrap=True)
+                console.print(
+                    f"[bold red]{name} failed: {type(e).__name__}: {escape(str(e))}[/bold red]", soft_wrap=True
+                )
                 results[name] = TaskResult(name, "FAILED", Path.cwd())
         return results
     view = None
@@ -173,7 +176,9 @@ def run_stages(
         finally:
             if view is not None:
                 view.stop()
-    console.print(f"experiment {experiment_id(exp)}: {experiment_dir(exp)}", soft_wrap=True, highlight=False)
+    console.print(
+        f"experiment {experiment_id(exp)}: {experiment_dir(exp)}", soft_wrap=True, highlight=False, markup=False
+    )
     if detach:
         console.print(f"submitted; follow it with: python launch.py status {experiment_id(exp)}")
         return {job.id: TaskResult(job.id, "SUBMITTED", Path(job.executor.job_dir)) for job in exp.jobs}
@@ -194,9 +199,11 @@ def run_stages(
             console.print(f"{result.name}: {NOT_RUN} (a stage before it did not succeed)", highlight=False)
             continue
         status = result.state if result.exit_code is None else f"{result.state} (exit code {result.exit_code})"
-        console.print(f"{result.name}: {status}  job dir: {result.where}", soft_wrap=True, highlight=False)
+        console.print(
+            f"{result.name}: {status}  job dir: {result.where}", soft_wrap=True, highlight=False, markup=False
+        )
         for line in summary_lines(result.summary):
-            console.print(f"  {line}", soft_wrap=True, highlight=False)
+            console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
     for result in results.values():
         if not result.succeeded and result.state not in (NOT_RUN, "CANCELLED"):
             show_log_tail(result.name, *read[result.name])
@@ -378,6 +385,11 @@ def summary_lines(summary: dict) -> list[str]:
     elif "num_digits" in summary:
         parts.append(f"{summary['num_digits']} digits predicted")
     lines = ["  ".join(parts)]
+    if summary.get("resumed_at") is not None:
+        lines.append(f"continued from its checkpoint at step {summary['resumed_at']}")
+    if summary.get("initial_weights"):
+        fresh = ", ".join(summary.get("fresh") or []) or "none"
+        lines.append(f"started from the weights of {summary['initial_weights']} (started fresh: {fresh})")
     if summary.get("stopped_by"):
         lines.append(
             f"stopped by {summary['stopped_by']} at step {summary.get('step')} of {summary.get('max_steps')}: its last "
