@@ -9,11 +9,13 @@ class CheckpointError(ValueError):
 
 
 def _latest_last_checkpoint(checkpoints_dir: Path) -> Path | None:
-    # a CPU checkpoint's -last.ckpt file, or a Megatron -last folder with weights (not a bare context folder)
+    # a CPU checkpoint's -last.ckpt file, or a Megatron -last folder with weights (not a bare context folder); not
+    # one whose save was cut short (NeMo's and the megatron engine's NAME-unfinished mark beside it)
     candidates = [
         p
         for p in checkpoints_dir.iterdir()
-        if p.name.endswith("-last.ckpt") or (p.name.endswith("-last") and (p / "weights").is_dir())
+        if (p.name.endswith("-last.ckpt") or (p.name.endswith("-last") and (p / "weights").is_dir()))
+        and not (checkpoints_dir / f"{p.name.removesuffix('.ckpt')}-unfinished").exists()
     ]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
@@ -71,3 +73,23 @@ def checkpoint_model(checkpoint: Path) -> tuple[str, int] | None:
         return config["_target_"].rsplit(".", 1)[-1], int(config["hidden_size"])
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
         return None
+
+
+def write_context(checkpoint_dir: Path, config, **facts) -> None:
+    """The context the megatron engine saves beside a checkpoint (``NAME/context/model.yaml``): what
+    :func:`checkpoint_model` and the launcher's checks read of NeMo's own — the model config's class and sizes —
+    and the ``facts`` given (the engine)."""
+    import yaml
+
+    context = Path(checkpoint_dir) / "context"
+    context.mkdir(parents=True, exist_ok=True)
+    cls = type(config)
+    model = {
+        "config": {
+            "_target_": f"{cls.__module__}.{cls.__qualname__}",
+            "hidden_size": int(config.hidden_size),
+            "embedding_dim": int(config.embedding_dim),
+        },
+        **facts,
+    }
+    (context / "model.yaml").write_text(yaml.safe_dump(model, sort_keys=False))

@@ -76,16 +76,20 @@ class MNISTDataModule(pl.LightningDataModule):
         train, val = random_split(full, list(split_sizes(len(full), self.val_size)), generator=generator)
         return train, val
 
-    def _place(self, mnist: MNISTCustom) -> MNISTCustom:
-        if self.device_resident and self.trainer is not None:
-            mnist.to(self.trainer.strategy.root_device)
-        return mnist
-
     def setup(self, stage: str = "") -> None:
+        """Lightning's hook: the datasets for its trainer's run (its ``max_steps``, its device)."""
+        trainer = self.trainer
+        max_steps = trainer.max_steps if trainer is not None and trainer.max_steps > 0 else 1
+        self.build(stage, max_steps, trainer.strategy.root_device if trainer is not None else None)
+
+    def build(self, stage: str, max_steps: int, device=None) -> None:
+        """The datasets of ``stage`` for a run of ``max_steps`` steps, the digits kept on ``device`` where
+        ``device_resident`` (both engines call this: Lightning through :meth:`setup`)."""
+        place = device if self.device_resident else None
         if stage in ("fit", "validate", "") and self._train_ds is None:
             train, val = self.train_val_split()
-            self._place(train.dataset)  # the split's subsets share one MNISTCustom
-            max_steps = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else 1
+            if place is not None:
+                train.dataset.to(place)  # the split's subsets share one MNISTCustom
             # Megatron's sampler walks its dataset once: make it as long as the whole run, one shuffle per epoch,
             # plus one spare global batch: a finished run started again builds its sampler (at the end of the data)
             # before Lightning sees that there is nothing left to do.
@@ -99,7 +103,27 @@ class MNISTDataModule(pl.LightningDataModule):
                 IdentityMultiEpochDatasetWrapper(val), shuffle=True, seed=self.val_seed
             )
         if stage in ("predict", "test") and self._predict_ds is None:
-            self._predict_ds = self._place(MNISTCustom(self.root, train=False, download=self.download))
+            self._predict_ds = MNISTCustom(self.root, train=False, download=self.download)
+            if place is not None:
+                self._predict_ds.to(place)
+
+    def megatron_loader(self, mode: str, consumed_samples: int = 0, rank: int = 0, world_size: int = 1):
+        """The ``mode`` dataloader (train, validation, predict) with Megatron's pretraining sampler: this rank's
+        micro-batches of each global batch, from ``consumed_samples`` on. What MegatronStrategy makes of the
+        dataloaders, and the CPU strategies and the megatron engine alike."""
+        from nemo.lightning.data import add_megatron_sampler
+
+        dataset = {"train": self._train_ds, "validation": self._val_ds, "predict": self._predict_ds}[mode]
+        return add_megatron_sampler(
+            self._dataloader(dataset, mode),
+            micro_batch_size=self.micro_batch_size,
+            global_batch_size=self.global_batch_size,
+            consumed_samples=consumed_samples if mode == "train" else 0,
+            drop_last=mode not in ("test", "predict"),
+            dataloader_mode=mode,
+            rank=rank,
+            world_size=world_size,
+        )
 
     # -- dataloaders (the strategy adds Megatron's batch sampler) ---------------------------------------------------
     def _dataloader(self, dataset, mode: str) -> WrappedDataLoader:

@@ -28,8 +28,10 @@ def _with_step(init_state_fn):
         if init_state_fn is not None:
             init_state_fn(opt, config)
         for group in opt.param_groups:
+            # torch's capturable Adam (the megatron engine's) keeps the step on the parameter's device
+            device = None if group.get("capturable") else "cpu"
             for param in group["params"]:
-                opt.state[param].setdefault("step", torch.zeros((), dtype=torch.float32))
+                opt.state[param].setdefault("step", torch.zeros((), dtype=torch.float32, device=device or param.device))
 
     return init_state
 

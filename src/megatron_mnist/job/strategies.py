@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
-from nemo.lightning.data import add_megatron_sampler
 
 
 def apply_reduction(reduction, batch, forward_out):
@@ -59,15 +58,9 @@ class _MegatronContract:
         if sampler is None:
             return dataloader
         mode = getattr(dataloader, "mode", "train")
-        return add_megatron_sampler(
-            dataloader,
-            micro_batch_size=sampler.micro_batch_size,
-            global_batch_size=sampler.global_batch_size,
-            consumed_samples=sampler.init_consumed_samples if mode == "train" else 0,
-            drop_last=mode not in ("test", "predict"),
-            dataloader_mode=mode,
-            rank=self.global_rank,
-            world_size=self.world_size,
+        datamodule = self.lightning_module.trainer.datamodule
+        return datamodule.megatron_loader(
+            "predict" if mode == "test" else mode, sampler.init_consumed_samples, self.global_rank, self.world_size
         )
 
     def training_step(self, batch, batch_idx=None):
