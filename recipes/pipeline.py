@@ -2,18 +2,23 @@
 
 import nemo_run as run
 
-from megatron_mnist.job import builders
+from megatron_mnist.job import builders, engines
 from recipes.finetune import finetune
 from recipes.predict import predict
 from recipes.pretrain import pretrain
 
 
 def pipeline(
-    name: str = "pipeline", log_dir: str = "runs", accelerator: str = "auto", max_steps: int = builders.MAX_STEPS
+    name: str = "pipeline",
+    log_dir: str = "runs",
+    accelerator: str = "auto",
+    max_steps: int = builders.MAX_STEPS,
+    loop: str = engines.DEFAULT,
 ) -> dict[str, run.Partial]:
-    """The stages in order, keyed by name; all three write under ``log_dir/name/``."""
+    """The stages in order, keyed by name; all three write under ``log_dir/name/``, trained and predicted by the
+    engine ``loop`` (``job/engines.py``)."""
     stage_dir = f"{log_dir}/{name}"
-    return {
+    stages = {
         "pretrain": pretrain(name="pretrain", log_dir=stage_dir, accelerator=accelerator, max_steps=max_steps),
         "finetune": finetune(
             pretrain_checkpoint=f"{stage_dir}/pretrain",
@@ -26,3 +31,6 @@ def pipeline(
             checkpoint=f"{stage_dir}/finetune", name="predict", log_dir=stage_dir, accelerator=accelerator
         ),
     }
+    for stage in stages.values():
+        stage.trainer.loop = loop
+    return stages

@@ -185,3 +185,11 @@ def test_a_lost_node_fails_the_job_which_then_resumes_from_its_last_checkpoint(s
         torch.tensor([v for _, v in resumed]), torch.tensor([expected[s] for s, _ in resumed]), rtol=RTOL, atol=ATOL
     )
     assert_same_weights(run_dir, reference)
+
+
+def test_two_slurm_nodes_under_the_megatron_loop_train_as_one_rank(slurm, tmp_path, one_rank):
+    # srun-started ranks of the megatron engine meet at the job's first node (MASTER_ADDR from Slurm's node list)
+    result = launch(*pretrain_args(tmp_path, "nodes"), *MULTI, "trainer.loop=megatron", "--yes")
+    assert sacct_state(job_of(result)) == ("COMPLETED", "0:0")
+    assert_same_run(tmp_path / "nodes", one_rank)  # the Lightning engine's one rank: both engines, one result
+    assert_same_weights(tmp_path / "nodes", one_rank)

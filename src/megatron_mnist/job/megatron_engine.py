@@ -40,7 +40,7 @@ from megatron_mnist.job.builders import Adam, ResumeSettings, RunFolder, Trainer
 from megatron_mnist.job.preemption import StopSignals
 from megatron_mnist.job.process import freeze_heap
 from megatron_mnist.job.progress_file import writer_from_environment
-from megatron_mnist.run_dirs import renamed_from
+from megatron_mnist.run_dirs import global_rank, renamed_from
 
 # what the distributed optimizer's checkpoint holds: every rank's shard in one fully reshardable layout (the
 # dp_reshardable default cannot save torch Adam's scalar `step` without Apex / TE), as the Lightning engine saves it
@@ -94,7 +94,9 @@ def init_process_group(settings: TrainerSettings, seed: int) -> tuple[int, int]:
     """The ranks the launcher started, as one data-parallel group: (rank, world size). One process needs no group
     on a CPU; on a GPU megatron-core's parallel state needs one even there."""
     world = settings.world_size
-    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+    rank = global_rank()
+    if world > 1:
+        rendezvous_from_slurm()
     if settings.accelerator == "gpu":
         from megatron.core import parallel_state, tensor_parallel
 
@@ -113,6 +115,19 @@ def init_process_group(settings: TrainerSettings, seed: int) -> tuple[int, int]:
             "gloo", world_size=world, rank=rank, timeout=timedelta(seconds=settings.collective_timeout_s)
         )
     return rank, world
+
+
+def rendezvous_from_slurm(env=os.environ) -> None:
+    """srun-started ranks (no torchrun) meet at the job's first node: MASTER_ADDR and MASTER_PORT from Slurm's
+    variables where the launcher set none (the port from the job id, as Lightning's SLURM environment picks it)."""
+    if "MASTER_ADDR" in env or "SLURM_JOB_NODELIST" not in env:
+        return
+    import subprocess
+
+    hosts = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]], capture_output=True,
+                           text=True, check=True).stdout.split()  # fmt: skip
+    env["MASTER_ADDR"] = hosts[0]
+    env.setdefault("MASTER_PORT", str(15000 + int(env.get("SLURM_JOB_ID", "0")[-4:] or 0)))
 
 
 def _free_port() -> int:

@@ -49,6 +49,7 @@ from torchx.specs import AppState  # noqa: E402
 from megatron_mnist import executors  # noqa: E402  (executors registers executor=local|...)
 from megatron_mnist.executors.fields import CONTROL, SHELL_BY_DESIGN  # noqa: E402
 from megatron_mnist.executors.local_machine import job_processes  # noqa: E402
+from megatron_mnist.job import engines  # noqa: E402
 from megatron_mnist.job.api import predict, train  # noqa: E402
 from megatron_mnist.job.builders import MAX_STEPS  # noqa: E402
 from megatron_mnist.launcher import moved_modules, nemo_run_private  # noqa: E402
@@ -380,6 +381,9 @@ def pipeline(
     log_dir: str = typer.Option("runs", help="where run folders go"),
     accelerator: str = typer.Option("auto", help="auto, gpu or cpu"),
     max_steps: int = typer.Option(MAX_STEPS, help="optimizer steps of pretrain and of finetune"),
+    loop: str = typer.Option(
+        engines.DEFAULT, help=f"the training engine of every stage: {' or '.join(engines.ENGINES)}"
+    ),
     dryrun_: bool = typer.Option(False, "--dryrun", help="print the configs and what would be submitted"),
     direct: bool = typer.Option(False, "--direct", help="run in this process instead of through an executor"),
     detach: bool = typer.Option(False, "--detach", help="submit and return (Slurm: the stages are dependent jobs)"),
@@ -394,10 +398,13 @@ def pipeline(
         check_name(name, "--name")
     except PreflightError as e:
         fail(str(e))
+    if loop not in engines.ENGINES:
+        fail(f"--loop={loop!r} is not one of {', '.join(engines.ENGINES)}")
     executor, overrides = parse_executor(ctx.args)
     stages = pipeline_stages(
-        name=name, log_dir=pipeline_output_dir(log_dir, executor), accelerator=accelerator, max_steps=max_steps
-    )
+        name=name, log_dir=pipeline_output_dir(log_dir, executor), accelerator=accelerator, max_steps=max_steps,
+        loop=loop,
+    )  # fmt: skip
     for override in overrides:
         stage, _, rest = override.partition(".")
         if stage not in stages or not rest:
