@@ -7,6 +7,8 @@ The same model (784→64→ReLU→3→64→784, bf16 autocast / bf16-mixed), MSE
   (a_prev) the recipe with what NeMo/Megatron do per step that (a) turns off put back: NeMo's progress printer in
        place of the progress bar, Megatron DDP's NaN check, the unused grad norm (the performance issue's before)
   (a0) the recipe with the data module's classic per-item DataLoader (``data.device_resident=False``)
+  (m)  the recipe under the megatron engine (``trainer.loop=megatron``: our loop over megatron-core), eager
+  (g)  the same in graph mode (``trainer.cuda_graph=true``: the whole step in one CUDA graph)
   (b)  a plain PyTorch loop with a DataLoader (worker processes, pinned memory)
   (c)  a plain loop over GPU-resident data, eager
   (d)  the plain GPU-resident loop with the whole step (forward, backward, fused capturable Adam) in a CUDA graph:
@@ -45,7 +47,7 @@ from torch import nn
 from megatron_mnist.data.dataset import MNISTCustom
 from recipes.pretrain import pretrain
 
-VARIANTS = ("a", "a_prev", "a0", "b", "c", "d")
+VARIANTS = ("a", "a_prev", "a0", "m", "g", "b", "c", "d")
 
 
 class StepTimer(PipelineStepTimer):
@@ -81,6 +83,23 @@ def previous_step_settings(task) -> None:
     MegatronAdamModule.skip_unused_grad_norm = False
 
 
+class EngineStepTimer:
+    """The megatron engine's ``on_step_end`` hook, timing as :class:`StepTimer` does (the device synchronised only
+    at the first, middle and last step; the intervals holding a validation and its checkpoint marked)."""
+
+    def __init__(self, steps: int):
+        self.steps, self.fit_start = steps, time.perf_counter()
+        self.step_ends: list[float] = []
+        self.after_validation: set[int] = set()
+
+    def __call__(self, step: int, validated: bool) -> None:
+        if not self.step_ends or len(self.step_ends) in (self.steps // 2, self.steps - 1):
+            torch.cuda.synchronize()
+        self.step_ends.append(time.perf_counter())
+        if validated:
+            self.after_validation.add(len(self.step_ends) - 1)
+
+
 def recipe_variant(args, name: str, log_dir: str, run: str, profile: int = 0, count_syncs: bool = False) -> dict:
     steps = args.steps if not (profile or count_syncs) else args.diagnose_steps
     recipe = pretrain(name=f"bench-{name}-{run}", log_dir=log_dir, accelerator="gpu", max_steps=steps,
@@ -89,11 +108,17 @@ def recipe_variant(args, name: str, log_dir: str, run: str, profile: int = 0, co
     recipe.trainer.enable_progress_bar = True  # as a user runs it (replaced by NeMo's printer in a_prev)
     if name == "a0":
         recipe.data.num_workers = args.recipe_workers
+    if name in ("m", "g"):
+        recipe.trainer.loop = "megatron"
+        recipe.trainer.cuda_graph = name == "g"
     task = fdl.build(recipe)
     if name == "a_prev":
         previous_step_settings(task)
-    timer = StepTimer(steps)
-    task.keywords["trainer"].callbacks.append(timer)
+    if name in ("m", "g"):
+        timer = task.keywords["trainer"].on_step_end = EngineStepTimer(steps)
+    else:
+        timer = StepTimer(steps)
+        task.keywords["trainer"].callbacks.append(timer)
     torch.cuda.reset_peak_memory_stats()
     profiler = cProfile.Profile() if profile else None
     syncs = collections.Counter()
@@ -123,6 +148,8 @@ def recipe_variant(args, name: str, log_dir: str, run: str, profile: int = 0, co
         "first_step_s": timer.step_ends[0] - timer.fit_start,
         "wall_s": wall,
         "samples_per_s_overall": len(timer.step_ends) * args.micro_batch_size / (timer.step_ends[-1] - timer.fit_start),
+        # every step, validations and checkpoints at the recipe's cadence included (from the end of the first)
+        "steps_per_s_with_validation": (len(timer.step_ends) - 1) / (timer.step_ends[-1] - timer.step_ends[0]),
         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20,
     }
     reset_megatron_state()
@@ -307,6 +334,8 @@ def main():
         "a": lambda run: recipe_variant(args, "a", log_dir, run),
         "a_prev": lambda run: recipe_variant(args, "a_prev", log_dir, run),
         "a0": lambda run: recipe_variant(args, "a0", log_dir, run),
+        "m": lambda run: recipe_variant(args, "m", log_dir, run),
+        "g": lambda run: recipe_variant(args, "g", log_dir, run),
         "b": lambda run: plain_dataloader(args),
         "c": lambda run: plain_resident(args),
         "d": lambda run: plain_cuda_graph(args),
@@ -324,9 +353,14 @@ def main():
         results[name] = {
             "steps_per_s": {"min": min(rates), "median": medians[name], "max": max(rates)},
             "first_step_s_median": statistics.median(r["first_step_s"] for r in results["runs"][name]),
+            "steps_per_s_with_validation_median": statistics.median(
+                r.get("steps_per_s_with_validation", 0.0) for r in results["runs"][name]
+            ),
             "peak_gpu_mib": max(r["peak_gpu_mib"] for r in results["runs"][name]),
         }
-    for num, den in (("a", "b"), ("a_prev", "b"), ("a", "a_prev"), ("a", "c"), ("a0", "b"), ("a", "d")):
+    pairs = (("a", "b"), ("a_prev", "b"), ("a", "a_prev"), ("a", "c"), ("a0", "b"), ("a", "d"), ("m", "b"),
+             ("m", "a"), ("g", "b"), ("g", "d"), ("g", "m"))  # fmt: skip
+    for num, den in pairs:
         if num in medians and den in medians:
             results[f"{num}/{den}"] = round(medians[num] / medians[den], 3)
     recipe_variants = [n for n in ("a", "a_prev") if n in variants]

@@ -57,7 +57,8 @@ def test_the_megatron_loop_trains_as_the_lightning_loop_bit_for_bit(tmp_path):
     same(straight, megatron, "val_loss")
     # a run continues with the engine it started with: refused before anything runs
     other = launch(*args(tmp_path, "megatron", "trainer.max_steps=60"))
-    assert other.returncode == 2 and "was trained with trainer.loop=megatron and this run asks lightning" in other.stderr
+    assert other.returncode == 2
+    assert "was trained with trainer.loop=megatron and this run asks lightning" in other.stderr
 
 
 def test_sigkill_and_sigterm_then_the_same_command_resumes_bit_for_bit(tmp_path):
@@ -124,4 +125,5 @@ def test_a_requeued_slurm_job_resumes_where_it_stopped(tmp_path):
     assert watched.returncode == 0, watched.stdout[-3000:] + watched.stderr[-2000:]
     assert "steps: 300" in watched.stdout
     assert [s for s, _ in logged(tmp_path / "requeued", "train_loss")] == list(range(300))
+    assert len(list((tmp_path / "requeued").glob("csv_logs/version_*"))) == 2  # it stopped and ran again
     same(straight, tmp_path / "requeued")

@@ -55,10 +55,12 @@ CAPTURE_WARMUP_STEPS = 3  # eager steps on the capture stream before the step is
 
 @dataclass
 class MegatronLoop:
-    """What ``builders.trainer(loop="megatron")`` returns: the settings this engine trains with."""
+    """What ``builders.trainer(loop="megatron")`` returns: the settings this engine trains with. ``on_step_end``
+    (step, validated) is called after each step — the benchmarks' timer (benchmarks/gpu_throughput.py)."""
 
     settings: TrainerSettings
     training_engine: str = "megatron"
+    on_step_end: object = None
 
 
 def make_trainer(settings: TrainerSettings) -> MegatronLoop:
@@ -259,7 +261,9 @@ class Step:
         its micro-batches from static buffers (the data gathered outside the graph is copied in before a replay)."""
         self.static = [{key: value.clone() for key, value in batch.items()} for batch in batches]
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=torch.cuda.current_stream()):
+        # thread_local: a CUDA call of another thread during the capture (NCCL's watchdog polls its events) does not
+        # invalidate it, as it can in torch's default global mode
+        with torch.cuda.graph(self.graph, stream=torch.cuda.current_stream(), capture_error_mode="thread_local"):
             self.loss_out = self.eager(self.static)
 
     def replay(self, batches: list[dict]) -> torch.Tensor:
@@ -328,7 +332,7 @@ def train(model, data, trainer: MegatronLoop, optim: Adam, log: RunFolder, resum
             state = load_checkpoint(last, parts)
             print(f"resumed from {last} at step {state.step}", flush=True)
         freeze_heap()
-        summary = loop(parts, data, settings, log, run_dir, state, rank == 0)
+        summary = loop(parts, data, settings, log, run_dir, state, rank == 0, trainer.on_step_end)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     return summary
@@ -345,7 +349,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir: Path, state: RunState, zero: bool):
+def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir: Path, state: RunState, zero: bool,
+         on_step_end=None):  # fmt: skip
     micro_batches, rest = divmod(data.global_batch_size, data.micro_batch_size * parts.dp_size)
     if rest or micro_batches < 1:
         raise ValueError(
@@ -394,6 +399,8 @@ def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir:
                     bar.set_postfix(train_loss=train_loss, val_loss=state.val_loss, refresh=False)
             if progress and progress.due():
                 progress.write("training", state.step, settings.max_steps, train_loss, state.val_loss)
+            if on_step_end is not None:
+                on_step_end(state.step, state.step % interval == 0)
             if signals.any_rank(parts.dp_size, parts.device):
                 print(f"{signals.stop_now()} after step {state.step}: saving the last checkpoint, then exiting")
                 break
@@ -543,10 +550,10 @@ def load_checkpoint(path: Path, parts: Parts) -> RunState:
         from megatron.core import dist_checkpointing
 
         sharded = _sharded(parts, is_loading=True)
-        loaded = dist_checkpointing.load({**sharded, "run": {}}, str(path))
+        loaded = dist_checkpointing.load(sharded, str(path))  # with the checkpoint's common part ("run")
         parts.module.load_state_dict({k.removeprefix("module."): v for k, v in loaded["model"].items()})
         parts.optimizer.load_state_dict(loaded["optimizer"])
-        common = dist_checkpointing.load_common_state_dict(str(path))["run"]
+        common = loaded["run"]
     return RunState(common["step"], common["consumed_samples"], common["val_loss"], [tuple(b) for b in common["best"]])
 
 
