@@ -104,6 +104,7 @@ def recipe_variant(args, name: str, log_dir: str, run: str, profile: int = 0, co
     steps = args.steps if not (profile or count_syncs) else args.diagnose_steps
     recipe = pretrain(name=f"bench-{name}-{run}", log_dir=log_dir, accelerator="gpu", max_steps=steps,
                       micro_batch_size=args.micro_batch_size)  # fmt: skip
+    recipe.model.hidden_size = args.hidden_size
     recipe.data.device_resident = name != "a0"
     recipe.trainer.enable_progress_bar = True  # as a user runs it (replaced by NeMo's printer in a_prev)
     if name == "a0":
@@ -227,7 +228,7 @@ def endless(loader):
 
 def plain_dataloader(args) -> dict:
     torch.manual_seed(0)
-    model = plain_model()
+    model = plain_model(args.hidden_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = torch.utils.data.DataLoader(
         Images(train_images()),
@@ -254,7 +255,7 @@ def resident_batches(images: torch.Tensor, batch: int):
 
 def plain_resident(args) -> dict:
     torch.manual_seed(0)
-    model = plain_model()
+    model = plain_model(args.hidden_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     return run_loop(
         args.steps, resident_batches(train_images().cuda(), args.micro_batch_size), eager_step(model, optimizer)
@@ -264,7 +265,7 @@ def plain_resident(args) -> dict:
 def plain_cuda_graph(args) -> dict:
     """The whole step captured once and replayed; per step only the batch's indices are copied in."""
     torch.manual_seed(0)
-    model = plain_model()
+    model = plain_model(args.hidden_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=True)
     images = train_images().cuda()
     static_index = torch.zeros(args.micro_batch_size, dtype=torch.long, device="cuda")
@@ -307,6 +308,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--micro-batch-size", type=int, default=64)
+    parser.add_argument("--hidden-size", type=int, default=64, help="the model's hidden width (recipe and plain)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each variant, interleaved")
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of (b)")
     parser.add_argument("--recipe-workers", type=int, default=0, help="DataLoader workers of (a0); 0 = the default")
@@ -326,6 +328,7 @@ def main():
         "torch": torch.__version__,
         "steps": args.steps,
         "micro_batch_size": args.micro_batch_size,
+        "hidden_size": args.hidden_size,
         "rounds": args.rounds,
         "runs": {name: [] for name in variants},
     }

@@ -445,7 +445,7 @@ def _progress_bar(settings: TrainerSettings, start: int):
 
 
 @torch.no_grad()
-def validate(parts: Parts, data, settings: TrainerSettings) -> float:
+def validate(parts: Parts, data, settings: TrainerSettings) -> float | None:
     """val_loss over the validation digits (at most ``limit_val_batches`` micro-batches): each micro-batch's loss,
     averaged weighted by its size, as Lightning's epoch-level mean of a per-batch ``log`` computes it."""
     total, count = torch.tensor(0.0, device=parts.device), 0
@@ -464,6 +464,8 @@ def validate(parts: Parts, data, settings: TrainerSettings) -> float:
         size = len(batch["label"])
         total = total + parts.reduction.reduce(reported).float().mean() * size
         count += size
+    if not count:  # fewer validation digits than a micro-batch (the launcher refuses that; a Python recipe may not)
+        return None
     if parts.device.type == "cpu" and parts.dp_size > 1:  # Lightning's sync: the ranks' sums over their counts
         torch.distributed.all_reduce(total)
         count *= parts.dp_size
