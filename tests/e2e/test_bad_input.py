@@ -87,6 +87,24 @@ pytestmark = pytest.mark.slow
         (["pretrain", "executor.ntasks_per_node="], "executor.ntasks_per_node= has no value"),
         (["pretrain", "executor=slurm", "executor.dependencies=['x']"], "executor.dependencies=['x'] is not allowed"),
         (["check", "pretrain", "--name", "a b"], "--name='a b' is not a valid name"),
+        # repeated runs, precision and graph mode (issues 24, 25, 28)
+        (["pretrain", "--detach"], "--detach needs an executor whose jobs outlive the launcher (executor=slurm)"),
+        (
+            ["pretrain", "trainer.accelerator=cpu", "trainer.precision=bf16-mixed"],
+            "trainer.precision=bf16-mixed needs a GPU: on a CPU the recipe trains in fp32 (32)",
+        ),
+        (["pretrain", "trainer.cuda_graph=true"], "trainer.cuda_graph=true needs trainer.loop=megatron"),
+        (
+            ["pretrain", "trainer.loop=megatron", "trainer.cuda_graph=true", "trainer.accelerator=cpu"],
+            "trainer.cuda_graph=true needs a GPU",
+        ),
+        (["pretrain", "trainer.loop=torch"], "trainer.loop='torch' is not one of lightning, megatron"),
+        (["pretrain", "trainer.precision=64"], "trainer.precision='64' is not one of 32, bf16-mixed, 16-mixed"),
+        (
+            ["finetune", "model.initial_ckpt_skip_keys_with_these_prefixes=[digit_classifier]"],
+            "model.initial_ckpt_skip_keys_with_these_prefixes='[digit_classifier]' is not a list: quote each string",
+        ),
+        (["pipeline", "--yes", "--loop", "torch"], "--loop='torch' is not one of lightning, megatron"),
     ],
 )
 def test_one_clear_line_and_nothing_runs(args, message, tmp_path):
@@ -205,3 +223,20 @@ def test_a_dry_run_creates_nothing(tmp_path):
         assert result.returncode == 0, result.stderr[-2000:]
         assert list(home.iterdir()) == [], list(home.rglob("*"))  # before: an empty experiments/NAME/
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nemo_home"]
+
+
+def test_without_a_terminal_and_without_yes_it_says_so(tmp_path):
+    # before: NeMo-Run's prompt read nothing, printed "Unexpected error:" and exited 1
+    result = subprocess.run([sys.executable, str(ROOT / "launch.py"), "pretrain", f"log.log_dir={tmp_path}"],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and "no terminal to ask on whether to submit: pass --yes" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_sweep_never_writes_into_a_runs_folder(tmp_path):
+    (tmp_path / "pretrain" / "checkpoints").mkdir(parents=True)  # runs/pretrain holds a run
+    result = launch("pretrain", "--sweep", "optim.lr=1e-3,1e-4", f"log.log_dir={tmp_path}", "--yes")
+    assert (
+        result.returncode == 2 and "is a run's folder, and a sweep's runs go in a folder of their own" in result.stderr
+    )
+    assert [p.name for p in (tmp_path / "pretrain").iterdir()] == ["checkpoints"]

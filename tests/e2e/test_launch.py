@@ -78,8 +78,13 @@ def test_help_lists_the_recipes_and_their_knobs():
     top = launch("--help")
     assert top.returncode == 0 and all(name in top.stdout for name in ("pretrain", "finetune", "predict", "pipeline"))
     sub = launch("pretrain", "--help")
-    assert sub.returncode == 0 and "max_steps" in sub.stdout and "--dryrun" in sub.stdout
-    executors = sub.stdout.split("Registered executors")[1]
+    assert sub.returncode == 0 and "--dryrun" in sub.stdout
+    # ours, read from the recipe: every key with its type and default (NeMo-Run's took 15-29 s here, imported
+    # NeMo's collections and showed inspect._empty for the fields)
+    for row in ("trainer.max_steps", "int", "500", "trainer.loop", "lightning|megatron", "optim.lr", "0.001"):
+        assert row in sub.stdout, row
+    assert "inspect._empty" not in sub.stdout and "Cannot import zarr" not in sub.stdout + sub.stderr
+    executors = sub.stdout.split("Executors")[1]
     assert all(name in executors for name in ("local", "docker", "slurm"))
 
 

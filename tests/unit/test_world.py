@@ -103,3 +103,27 @@ def test_a_run_whose_name_is_in_use_never_takes_another_runs_folder(tmp_path, mo
     finally:
         os.close(live)
     assert sorted(p.name for p in (tmp_path / "col-2").iterdir()) == ["checkpoints"]  # untouched
+
+
+def test_a_run_continues_only_below_max_steps_and_as_it_started(tmp_path):
+    from megatron_mnist import run_record
+
+    run_dir = tmp_path / "r"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step=40-val_loss=0.0500-last.ckpt").write_bytes(b"")
+    facts = {"engine": "lightning", "accelerator": "cpu", "precision": "32", "micro_batch_size": 64,
+             "global_batch_size": 64}  # fmt: skip
+    run_record.write(run_dir, facts)
+    assert run_record.check_continuation(run_dir, facts, 60, True) == 40
+    assert run_record.check_continuation(tmp_path / "new", facts, 60, True) is None
+    for max_steps in (40, 10):  # before: NeMo's "no samples left to consume" traceback in the job
+        with pytest.raises(
+            run_record.RunError, match=f"has already trained 40 steps and trainer.max_steps={max_steps}"
+        ):
+            run_record.check_continuation(run_dir, facts, max_steps, True)
+    for key, other in (("global_batch_size", 128), ("micro_batch_size", 32), ("precision", "bf16-mixed"),
+                       ("accelerator", "gpu"), ("engine", "megatron")):  # fmt: skip
+        with pytest.raises(run_record.RunError, match=f"was trained with {run_record.SAME_ON_RESUME[key]}="):
+            run_record.check_continuation(run_dir, {**facts, key: other}, 60, True)
+    with pytest.raises(run_record.RunError, match="resume.resume_if_exists=false but .* holds a run"):
+        run_record.check_continuation(run_dir, facts, 60, False)

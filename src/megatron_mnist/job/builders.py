@@ -233,7 +233,7 @@ def trainer(
             "(executor.ntasks_per_node / executor.nodes)"
         )
     resolved = resolve_accelerator(accelerator)
-    check_graph_mode(loop, cuda_graph, resolved)
+    check_graph_mode(loop, cuda_graph, resolved, precision)
     settings = TrainerSettings(
         engine=loop,
         accelerator=resolved,
@@ -251,12 +251,18 @@ def trainer(
     return engine.make_trainer(settings)
 
 
-def check_graph_mode(loop: str, cuda_graph: bool, accelerator: str) -> None:
-    """Graph mode is the megatron loop's, on a GPU (the launcher checks the same before submitting)."""
+def check_graph_mode(loop: str, cuda_graph: bool, accelerator: str, precision: Optional[str] = None) -> None:
+    """Graph mode is the megatron loop's, on a GPU, in bf16 or fp32 (the launcher checks the same before
+    submitting): fp16's loss scaling reads the gradients' overflow on the host every step, which a graph cannot."""
     if cuda_graph and loop != "megatron":
         raise ValueError("trainer.cuda_graph=true needs trainer.loop=megatron (the Lightning loop runs eagerly)")
     if cuda_graph and accelerator != "gpu":
         raise ValueError("trainer.cuda_graph=true needs a GPU (CUDA graphs): set trainer.cuda_graph=false on a CPU")
+    if cuda_graph and precision == "16-mixed":
+        raise ValueError(
+            "trainer.cuda_graph=true with trainer.precision=16-mixed: fp16's loss scaling reads the gradients' "
+            "overflow on the host every step, which a CUDA graph cannot (use bf16-mixed or 32)"
+        )
 
 
 @dataclass

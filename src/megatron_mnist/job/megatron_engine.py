@@ -64,11 +64,6 @@ class MegatronLoop:
 
 
 def make_trainer(settings: TrainerSettings) -> MegatronLoop:
-    if settings.cuda_graph and settings.precision == "16-mixed":
-        raise ValueError(
-            "trainer.cuda_graph=true with trainer.precision=16-mixed: fp16's loss scaling reads the gradients' "
-            "overflow on the host every step, which a CUDA graph cannot (use bf16-mixed)"
-        )
     if settings.accelerator == "gpu":
         from megatron_mnist.job.megatron_writer import use_forked_result_queue
 
@@ -388,7 +383,7 @@ def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir:
                     logs.log(logged_step, train_loss=train_loss)
             if state.step % interval == 0:
                 state.val_loss = validate(parts, data, settings)
-                if logs:
+                if logs and state.val_loss is not None:
                     logs.log(logged_step, val_loss=state.val_loss)
                 if log.checkpoint:
                     save_checkpoint(run_dir, parts, state, log.save_top_k, zero)
