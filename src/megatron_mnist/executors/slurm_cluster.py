@@ -264,13 +264,15 @@ def slurm_job_id(job) -> str | None:
 
 
 def stop(job, hard: bool) -> bool:
-    """``scancel`` the job where the cluster is; without ``hard`` it only sends SIGTERM to the job's steps (the job
-    saves its last checkpoint and exits, as on a preemption, but is not requeued)."""
+    """``scancel`` the job where the cluster is. Slurm's own cancel is already the graceful one: SIGTERM to every
+    step (the job saves its last checkpoint and exits, as on a preemption), SIGKILL after the cluster's KillWait, and
+    the job ends CANCELLED, not requeued — what a Slurm user reads in ``sacct``. ``hard`` kills the steps first."""
     job_id = slurm_job_id(job)
     if job_id is None:
         return False
-    flags = "" if hard else "--signal=TERM --full "
-    return _tunnel_run(job.executor.tunnel, f"scancel {flags}{shlex.quote(job_id)}")[0] == 0
+    quoted = shlex.quote(job_id)
+    command = f"scancel --full --signal=KILL {quoted}; scancel {quoted}" if hard else f"scancel {quoted}"
+    return _tunnel_run(job.executor.tunnel, command)[0] == 0
 
 
 KIND = ExecutorKind(

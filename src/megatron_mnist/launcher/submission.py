@@ -160,20 +160,20 @@ def run_stages(
                 results[name] = TaskResult(name, "FAILED", Path.cwd())
         return results
     view = None
-    # outside the experiment's `with`: leaving it is where NeMo-Run waits for the jobs
-    with StopOnCtrlC() as ctrl_c, quiet_experiment(title, executor) as exp:
-        ctrl_c.exp = exp
+    with StopOnCtrlC() as ctrl_c:
         try:
-            exp.succeeded = lambda job: outcome(job)[0] == "SUCCEEDED"  # a later stage runs only after that
-            for name, task in stages.items():
-                exp.add(task, name=name)
-            attach(exp)  # each job writes progress where the view (and `launch.py watch`) reads it
-            if not detach and not tail_logs:
-                view = ProgressView(exp).start()
-            # sequential: on Slurm the stages become jobs with afterok dependencies (so a detached pipeline still
-            # chains); elsewhere each starts when the one before has finished. A sweep's tasks run side by side.
-            exp.run(sequential=sequential, detach=detach, tail_logs=tail_logs)
-        finally:
+            with quiet_experiment(title, executor) as exp:
+                ctrl_c.exp = exp
+                exp.succeeded = lambda job: outcome(job)[0] == "SUCCEEDED"  # a later stage runs only after that
+                for name, task in stages.items():
+                    exp.add(task, name=name)
+                attach(exp)  # each job writes progress where the view (and `launch.py watch`) reads it
+                if not detach and not tail_logs:
+                    view = ProgressView(exp).start()
+                # sequential: on Slurm the stages become jobs with afterok dependencies (so a detached pipeline
+                # still chains); elsewhere each starts when the one before has finished. A sweep's run side by side.
+                exp.run(sequential=sequential, detach=detach, tail_logs=tail_logs)
+        finally:  # the view runs until every job has ended: leaving the experiment's `with` is where that is waited for
             if view is not None:
                 view.stop()
     console.print(
