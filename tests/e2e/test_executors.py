@@ -238,6 +238,22 @@ def test_pipeline_on_slurm_as_dependent_jobs(slurm, tmp_path):
     assert "held-out accuracy" in logs
 
 
+def test_pipeline_on_slurm_in_one_allocation(slurm, tmp_path):
+    fast = ["pretrain.trainer.val_check_interval=10", "finetune.trainer.val_check_interval=10"]
+    result = launch("pipeline", *slurm, "--one-job", "--max-steps", "20", "--log-dir", str(tmp_path), "--detach",
+                    "--yes", *fast)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+    experiment = experiment_id_of(result.stdout)
+    (job_id,) = slurm_job_ids_from_status(experiment)  # one job, one queue wait, for the three stages
+    watched = launch("watch", experiment, "--every", "1", timeout=900)
+    assert watched.returncode == 0, watched.stdout[-4000:] + watched.stderr[-2000:]
+    for stage in ("pretrain", "finetune", "predict"):  # each stage's result, read from its part of the job's log
+        assert f"{stage}: SUCCEEDED  job dir:" in watched.stdout, watched.stdout[-4000:]
+    assert f"run: {tmp_path / 'pipeline' / 'finetune'}  steps: 20" in watched.stdout
+    assert "held-out accuracy" in watched.stdout
+    assert sacct_state(job_id) == ("COMPLETED", "0:0")
+
+
 @pytest.mark.parametrize("executor", ["local", "slurm"])
 def test_sweep_runs_a_task_per_combination_and_tabulates_val_loss(executor, request, tmp_path):
     args = ["executor=local"] if executor == "local" else request.getfixturevalue(executor)

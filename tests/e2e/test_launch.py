@@ -131,6 +131,19 @@ def test_pipeline_runs_all_three_stages(tmp_path):
     assert "steps: 100  train_loss" in result.stdout and f"val_loss {final_val:.4f}" in result.stdout
     assert "nemo experiment status" not in result.stdout  # NeMo-Run's hints for a CLI this package does not use
     assert "pynvml" not in result.stdout + result.stderr  # torch's import warning is no news to a user
+    # on this machine the stages ran in one job (one start-up); as a job each, they train and predict the same
+    assert "pipeline: the stages run in order in one job" in result.stdout
+    assert re.search(r"pipeline +RUNNING +(pretrain|finetune|predict)", result.stdout), result.stdout[-3000:]
+    separate = launch("pipeline", "--separate-jobs", "--name", "separate", "--max-steps", "100", "--log-dir",
+                      str(tmp_path), "--yes", "pretrain.trainer.val_check_interval=50")  # fmt: skip
+    assert separate.returncode == 0, separate.stdout[-3000:]
+    assert "the stages run in order in one job" not in separate.stdout
+    for stage in ("pretrain", "finetune"):
+        for column in ("train_loss", "val_loss"):
+            one, own = tmp_path / "pipeline" / stage, tmp_path / "separate" / stage
+            assert logged(one, column) == logged(own, column), (stage, column)  # bit for bit
+    predicted = json.loads((tmp_path / "separate" / "predict" / "metrics.json").read_text())
+    assert predicted["accuracy"] == metrics["accuracy"]
 
     # the same pipeline again: its runs are finished, so nothing can continue; refused before anything runs
     # (before: pretrain and finetune died in NeMo's sampler, and predict then reported the old results as new)

@@ -37,6 +37,9 @@ class ExecutorKind:
         stop: (a NeMo-Run job, hard) → whether a running job was found and signalled: ``hard`` False asks it to
             save and stop (SIGTERM: the job saves its last checkpoint, then exits), True kills it at once. None:
             NeMo-Run's own cancel, which kills.
+        pipeline_in_one_job: whether ``launch.py pipeline`` runs its stages in one job unless told otherwise
+            (``--one-job`` / ``--separate-jobs``): where the stages need the same machine anyway, the job's
+            start-up is paid once instead of once per stage.
     """
 
     name: str
@@ -49,3 +52,4 @@ class ExecutorKind:
     shared_dir: Callable[[str, Any], str] = this_machines_folder
     can_detach: bool = False
     stop: Callable[[Any, bool], bool] | None = None
+    pipeline_in_one_job: bool = False

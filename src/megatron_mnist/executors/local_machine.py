@@ -78,4 +78,5 @@ KIND = ExecutorKind(
     check_fields=check_fields,
     prepare=use_this_interpreter,
     stop=stop,
+    pipeline_in_one_job=True,  # the stages run on this machine either way
 )

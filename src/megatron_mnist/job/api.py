@@ -1,20 +1,44 @@
 """``train`` and ``predict``: the functions recipes point at. Read top to bottom, this is the whole run."""
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 from megatron_mnist import run_record
 from megatron_mnist.checkpoint_paths import resolve_checkpoint
 from megatron_mnist.job import engines
 from megatron_mnist.job.builders import Adam, ResumeSettings, RunFolder
-from megatron_mnist.job_protocol import RESULT_MARK
+from megatron_mnist.job.progress_file import note
+from megatron_mnist.job_protocol import RESULT_MARK, STAGE_ENV, STAGE_MARK
 from megatron_mnist.run_dirs import global_rank, renamed_from
+
+_last_result: dict = {}  # what this process printed last (in_one_process reads whether a signal stopped a stage)
 
 
 def print_result(**fields) -> None:
     """One line for the launcher's summary (``megatron_mnist.launcher.submission.job_summary``); the engines return
     the fields on global rank 0 only."""
+    _last_result.clear()
+    _last_result.update(fields)
     print(RESULT_MARK + json.dumps(fields), flush=True)
+
+
+def in_one_process(stages: dict[str, Callable[[], object]]) -> None:
+    """A pipeline's stages one after the other in this process (``launch.py pipeline``'s one job): the start-up —
+    Python, torch, NeMo's import, CUDA — paid once, not once per stage. Each stage is its own recipe (a ``train`` or
+    ``predict`` partial) and writes the run folder it writes as a job of its own. A stage that raises ends the job
+    (the later stages never start); one that a signal stopped (Ctrl-C, ``cancel``, a preemption: its checkpoint
+    saved) ends it too. The launcher reads each stage's result from the lines after its mark."""
+    for name, stage in stages.items():
+        if global_rank() == 0:  # as the result lines: each rank's output reaches the log interleaved
+            print(STAGE_MARK + name, flush=True)
+        os.environ[STAGE_ENV] = name  # the progress file says which stage the steps are of
+        _last_result.clear()
+        stage()
+        if _last_result.get("stopped_by"):
+            print(f"{name} was stopped by {_last_result['stopped_by']}: the stages after it do not run", flush=True)
+            return
 
 
 def train(model, data, trainer, optim: Adam, log: RunFolder, resume: ResumeSettings, seed: int = 1234) -> str:
@@ -31,6 +55,7 @@ def train(model, data, trainer, optim: Adam, log: RunFolder, resume: ResumeSetti
     resumed_at = run_record.check_continuation(log.run_dir, facts, settings.max_steps, resume.resume_if_exists)
     if global_rank() == 0:
         run_record.write(log.run_dir, facts)
+    note("building the model and data")
     summary = engines.of(trainer).train(model, data, trainer, optim, log, resume, seed)
     if summary is not None:
         start = {"resumed_at": resumed_at}
@@ -77,6 +102,7 @@ def predict(model, data, trainer, log: RunFolder, output: str = "predictions.pt"
     if not model.initial_ckpt_path:
         raise ValueError("predict needs model.initial_ckpt_path: the checkpoint (or run directory) to predict with")
     model.initial_ckpt_skip_keys_with_these_prefixes = []  # every weight comes from the checkpoint
+    note("predicting")
     run_dir, shard = engines.of(trainer).predict(model, data, trainer, log)
     predictions = gather_predictions(shard)  # every rank predicted its shard; rank 0 gets them all
     if predictions is None:
@@ -92,6 +118,7 @@ def predict(model, data, trainer, log: RunFolder, output: str = "predictions.pt"
     if report:
         # the runs beside this one: in a pipeline's folder, its pretrain and finetune. The predictions are written
         # already; a report that cannot be made (matplotlib missing included) is a warning, not a failed job.
+        note("writing the report")
         try:
             from megatron_mnist.report import write_report
 

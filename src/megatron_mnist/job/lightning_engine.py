@@ -11,10 +11,12 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
+from lightning.pytorch.callbacks import Callback
+
 from megatron_mnist.job.builders import Adam, ResumeSettings, RunFolder, TrainerSettings
 from megatron_mnist.job.preemption import SaveOnPreemption
 from megatron_mnist.job.process import freeze_heap
-from megatron_mnist.job.progress_file import metric
+from megatron_mnist.job.progress_file import ProgressWriter, writer_from_environment
 from megatron_mnist.run_dirs import renamed_from
 
 
@@ -22,8 +24,6 @@ def make_trainer(settings: TrainerSettings):
     """NeMo's Trainer with the strategy and precision that the settings' hardware calls for."""
     import nemo.lightning as nl
     from lightning.pytorch.callbacks import TQDMProgressBar
-
-    from megatron_mnist.job.progress_file import from_environment
 
     if settings.accelerator == "gpu":
         from megatron.core.distributed import DistributedDataParallelConfig
@@ -59,7 +59,9 @@ def make_trainer(settings: TrainerSettings):
         else:
             strategy = CPUStrategy()
         plugins = None
-    callbacks = [SaveOnPreemption(), *from_environment()]  # the launcher's live view reads the progress file
+    callbacks = [SaveOnPreemption()]
+    if (writer := writer_from_environment()) is not None:  # the launcher's live view reads the progress file
+        callbacks.append(ProgressFile(writer))
     if settings.enable_progress_bar:
         # Redraw when there is something new to show (the logged metrics change every log_every_n_steps): a redraw
         # reads the metrics back from the GPU.
@@ -213,3 +215,37 @@ def predict(model, data, trainer, log: RunFolder) -> tuple[Path, dict]:
     # reconstructions are large and recomputable: keep what a report needs
     shard = {key: torch.cat([b[key].detach().cpu() for b in batches]) for key in batches[0] if key != "x_hat"}
     return Path(app_state.log_dir), shard
+
+
+def metric(trainer, name: str) -> float | None:
+    """A metric a Lightning trainer logged, as a float (a device sync on GPU), None where not logged."""
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else float(value)
+
+
+class ProgressFile(Callback):
+    """This engine's feed of the progress file (``job/progress_file.py``), from global rank 0."""
+
+    def __init__(self, writer: ProgressWriter):
+        self.writer = writer
+        self._val_loss = None
+
+    def write(self, trainer, state: str) -> None:
+        if trainer.is_global_zero:
+            self.writer.write(state, trainer.global_step, trainer.max_steps, metric(trainer, "train_loss"),
+                              self._val_loss)  # fmt: skip
+
+    def on_train_start(self, trainer, pl_module):
+        self.write(trainer, "training")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.writer.due():
+            self.write(trainer, "training")
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self._val_loss = metric(trainer, "val_loss")
+            self.write(trainer, "training")
+
+    def on_train_end(self, trainer, pl_module):
+        self.write(trainer, "done")

@@ -39,7 +39,7 @@ from megatron_mnist.checkpoint_paths import last_checkpoint, write_context
 from megatron_mnist.job.builders import Adam, ResumeSettings, RunFolder, TrainerSettings
 from megatron_mnist.job.preemption import StopSignals
 from megatron_mnist.job.process import freeze_heap
-from megatron_mnist.job.progress_file import writer_from_environment
+from megatron_mnist.job.progress_file import note, writer_from_environment
 from megatron_mnist.run_dirs import global_rank, renamed_from
 
 # what the distributed optimizer's checkpoint holds: every rank's shard in one fully reshardable layout (the
@@ -324,6 +324,7 @@ def train(model, data, trainer: MegatronLoop, optim: Adam, log: RunFolder, resum
         run_dir = Path(log.run_dir)
         state = RunState()
         if resume.resume_if_exists and (last := last_checkpoint(run_dir)) is not None:
+            note("loading its checkpoint")
             state = load_checkpoint(last, parts)
             print(f"resumed from {last} at step {state.step}", flush=True)
         freeze_heap()

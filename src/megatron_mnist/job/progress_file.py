@@ -3,7 +3,8 @@
 The launcher names the file in ``MEGATRON_MNIST_PROGRESS`` (inside the job's directory, wherever that is: this
 machine, a container's mount, a cluster behind SSH) and reads it while it waits; no network service is involved.
 Written to a temporary name and renamed, so a reader never sees half a file. :class:`ProgressWriter` is the file;
-each engine feeds it (the Lightning engine through :class:`ProgressFile`, a callback).
+each engine feeds it (the Lightning engine through a callback of its own). Torch-free: a job notes what it is
+doing while it starts (:func:`note`: importing, building, loading a checkpoint), before the training stack is loaded.
 """
 
 import json
@@ -11,9 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from lightning.pytorch.callbacks import Callback
-
-from megatron_mnist.job_protocol import PROGRESS_ENV
+from megatron_mnist.job_protocol import PROGRESS_ENV, STAGE_ENV
 
 
 class ProgressWriter:
@@ -27,12 +26,14 @@ class ProgressWriter:
     def due(self) -> bool:
         return time.monotonic() - self._last_write >= self.every_s
 
-    def write(self, state: str, step: int, max_steps: int | None, train_loss=None, val_loss=None) -> None:
+    def write(self, state: str, step: int | None, max_steps: int | None, train_loss=None, val_loss=None) -> None:
         now = time.monotonic()
-        self._recent = [(t, s) for t, s in self._recent if now - t <= self.window_s][-50:] + [(now, step)]
-        (t0, s0), rate = self._recent[0], None
-        if now > t0 and step > s0:
-            rate = (step - s0) / (now - t0)
+        rate = None
+        if step is not None:  # None: starting, no step yet
+            self._recent = [(t, s) for t, s in self._recent if now - t <= self.window_s][-50:] + [(now, step)]
+            t0, s0 = self._recent[0]
+            if now > t0 and step > s0:
+                rate = (step - s0) / (now - t0)
         left = (max_steps - step) / rate if rate and max_steps and max_steps > 0 else None
         record = {
             "state": state,
@@ -43,6 +44,7 @@ class ProgressWriter:
             "steps_per_s": rate,
             "eta_s": left,
             "time": time.time(),
+            "stage": os.environ.get(STAGE_ENV),  # a pipeline run as one job: which of its stages
         }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,41 +62,10 @@ def writer_from_environment() -> ProgressWriter | None:
     return ProgressWriter(path) if path else None
 
 
-def from_environment() -> list:
-    """The Lightning callback, where the launcher asked for one."""
-    writer = writer_from_environment()
-    return [ProgressFile(writer)] if writer else []
+def note(state: str) -> None:
+    """What a starting job is doing (``importing``, ``loading its checkpoint``…), for the launcher's line; nothing
+    where the launcher asked for no progress file, or on another rank than global rank 0."""
+    from megatron_mnist.run_dirs import global_rank
 
-
-def metric(trainer, name: str) -> float | None:
-    """A metric a Lightning trainer logged, as a float (a device sync on GPU), None where not logged."""
-    value = trainer.callback_metrics.get(name)
-    return None if value is None else float(value)
-
-
-class ProgressFile(Callback):
-    """The Lightning engine's feed of :class:`ProgressWriter`, from global rank 0."""
-
-    def __init__(self, writer: ProgressWriter):
-        self.writer = writer
-        self._val_loss = None
-
-    def write(self, trainer, state: str) -> None:
-        if trainer.is_global_zero:
-            self.writer.write(state, trainer.global_step, trainer.max_steps, metric(trainer, "train_loss"),
-                              self._val_loss)  # fmt: skip
-
-    def on_train_start(self, trainer, pl_module):
-        self.write(trainer, "training")
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.writer.due():
-            self.write(trainer, "training")
-
-    def on_validation_end(self, trainer, pl_module):
-        if not trainer.sanity_checking:
-            self._val_loss = metric(trainer, "val_loss")
-            self.write(trainer, "training")
-
-    def on_train_end(self, trainer, pl_module):
-        self.write(trainer, "done")
+    if (writer := writer_from_environment()) is not None and global_rank() == 0:
+        writer.write(state, None, None)

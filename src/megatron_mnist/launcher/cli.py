@@ -61,6 +61,7 @@ from megatron_mnist.launcher.submission import (  # noqa: E402
     dryrun,
     ended_state,
     executor_shape,
+    in_one_job,
     job_files,
     job_location,
     job_summary,
@@ -70,6 +71,7 @@ from megatron_mnist.launcher.submission import (  # noqa: E402
     run_stages,
     stop_task,
     summary_lines,
+    task_results,
 )
 from megatron_mnist.launcher.watch import ProgressView  # noqa: E402
 from recipes.finetune import finetune  # noqa: E402
@@ -387,12 +389,20 @@ def pipeline(
     dryrun_: bool = typer.Option(False, "--dryrun", help="print the configs and what would be submitted"),
     direct: bool = typer.Option(False, "--direct", help="run in this process instead of through an executor"),
     detach: bool = typer.Option(False, "--detach", help="submit and return (Slurm: the stages are dependent jobs)"),
+    one_job: bool = typer.Option(
+        None,
+        "--one-job/--separate-jobs",
+        help="the stages one after the other in one job, its start-up paid once (default on executor=local), or "
+        "each stage a job of its own (the default elsewhere; on Slurm, jobs with afterok dependencies)",
+    ),  # fmt: skip
     yes: bool = typer.Option(False, "--yes", help="do not ask before launching"),
 ):
     """Run pretrain -> finetune -> predict as one experiment, on any executor.
 
     Extra arguments choose the executor (`executor=slurm executor.partition=debug`) and override a stage's
-    recipe (`pretrain.trainer.max_steps=50 finetune.optim.lr=3e-4`).
+    recipe (`pretrain.trainer.max_steps=50 finetune.optim.lr=3e-4`). On this machine the three stages run in one
+    job (one process: Python, torch and NeMo start once); on Slurm `--one-job` runs them in one allocation (one
+    queue wait instead of three).
     """
     try:
         check_name(name, "--name")
@@ -415,13 +425,18 @@ def pipeline(
         except Exception as e:
             fail(f"{stage}: {e}" if isinstance(e, RecipeError) else parse_error(e))
     prepare_submission(name, executor, stages, skip_checks=direct, detach=detach)
+    if one_job is None:
+        one_job = executor is not None and executors.kind_of(executor).pipeline_in_one_job
     if dryrun_:
-        dryrun(name, stages, executor)
+        dryrun(name, {name: in_one_job(stages)} if one_job and not direct else stages, executor)
         return
     announce(stages, executor)
+    if one_job and not direct:
+        console.print(f"{name}: the stages run in order in one job (--separate-jobs: a job each)", highlight=False)
     if not confirmed(yes, lambda: typer.confirm("Launch the pipeline?")):
         return
-    sys.exit(exit_status(run_stages(name, stages, executor, direct=direct, detach=detach), detach))
+    results = run_stages(name, stages, executor, direct=direct, detach=detach, one_job=one_job)
+    sys.exit(exit_status(results, detach))
 
 
 def load_experiment(experiment_id: str) -> run.Experiment:
@@ -529,13 +544,18 @@ def watch(
     finally:
         view.stop()
     failed = False
+    states = task_states(exp)
     for job in exp.jobs:
-        state = task_states(exp)[job.id]
         where, files = job_files(job.executor)
-        failed |= state != "SUCCEEDED"
-        console.print(f"{job.id}: {state}  job dir: {where}", highlight=False, soft_wrap=True)
-        for line in summary_lines(job_summary(Path(job.executor.job_dir), files)):
-            console.print(f"  {line}", highlight=False, soft_wrap=True)
+        failed |= states[job.id] != "SUCCEEDED"
+        results = task_results(job, where, files, states[job.id])
+        if len(results) > 1:  # a pipeline run as one job: each stage's result
+            console.print(f"{job.id}: {states[job.id]}  job dir: {where}", highlight=False, soft_wrap=True)
+        for result in results:
+            state = states[job.id] if len(results) == 1 else result.state
+            console.print(f"{result.name}: {state}  job dir: {where}", highlight=False, soft_wrap=True)
+            for line in summary_lines(result.summary):
+                console.print(f"  {line}", highlight=False, soft_wrap=True)
     sys.exit(1 if failed else 0)
 
 

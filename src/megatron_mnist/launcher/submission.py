@@ -22,7 +22,8 @@ from rich.markup import escape
 from torchx.specs import AppState
 
 from megatron_mnist import executors
-from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, RESULT_MARK
+from megatron_mnist.job import api  # torch-free at import: the functions recipes point at
+from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, RESULT_MARK, STAGE_MARK
 from megatron_mnist.launcher.nemo_run_private import QuietExperiment, dryrun_info, experiment_dir, experiment_id
 from megatron_mnist.launcher.preflight import PreflightError, check_executor, check_executor_fields, check_name
 from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe, check_run_folder, check_run_name
@@ -136,8 +137,11 @@ def run_stages(
     detach: bool = False,
     sequential: bool = True,
     tail_logs: bool = False,
+    one_job: bool = False,
 ) -> dict[str, TaskResult]:
     """Run the stages in order as one NeMo-Run experiment; each task's result, printed with a summary of its run.
+    ``one_job``: the stages run one after the other in one job (one task named ``title``, ``api.in_one_process``),
+    paying the job's start-up once; each stage's result is read from its part of that job's log.
 
     ``run.run`` returns None even when the job failed (NVIDIA-NeMo/Run#289): read each task's state and show the
     log tail of a failed one.
@@ -165,7 +169,7 @@ def run_stages(
             with quiet_experiment(title, executor) as exp:
                 ctrl_c.exp = exp
                 exp.succeeded = lambda job: outcome(job)[0] == "SUCCEEDED"  # a later stage runs only after that
-                for name, task in stages.items():
+                for name, task in ({title: in_one_job(stages)} if one_job else stages).items():
                     exp.add(task, name=name)
                 attach(exp)  # each job writes progress where the view (and `launch.py watch`) reads it
                 if not detach and not tail_logs:
@@ -190,10 +194,9 @@ def run_stages(
             results[job.id] = TaskResult(job.id, NOT_RUN, Path(job.executor.job_dir))
             read[job.id] = (str(job.executor.job_dir), {})
             continue
-        where, files = read[job.id] = job_files(job.executor)
-        state, summary = outcome(job, files)
-        code = exit_code(files) if state != "SUCCEEDED" else None
-        results[job.id] = TaskResult(job.id, state, Path(job.executor.job_dir), code, summary, where)
+        where, files = job_files(job.executor)
+        for result in task_results(job, where, files):
+            results[result.name], read[result.name] = result, (where, files)
     for result in results.values():
         if result.state == NOT_RUN:
             console.print(f"{result.name}: {NOT_RUN} (a stage before it did not succeed)", highlight=False)
@@ -210,6 +213,59 @@ def run_stages(
     if ctrl_c.pressed:
         raise KeyboardInterrupt  # the summary is printed; the launcher exits 130, as torchrun and Lightning do
     return results
+
+
+def in_one_job(stages: dict[str, run.Partial]) -> run.Partial:
+    """The stages as one task: ``api.in_one_process`` runs them in order in one job."""
+    return run.Partial(api.in_one_process, stages=dict(stages))
+
+
+def stage_names(job) -> list[str] | None:
+    """The stages of a task that runs several in one job (:func:`in_one_job`), else None."""
+    target = getattr(job.task, "__fn_or_cls__", None)
+    if getattr(target, "__name__", None) != "in_one_process":
+        return None
+    return list(job.task.stages)
+
+
+def task_results(job, where: str, files: dict[str, str], state: str | None = None) -> list[TaskResult]:
+    """A finished task's result (``state``: how it ended, where the caller knows better than ``job.state``); for a
+    pipeline run as one job, each stage's, as if it had been a job of its own: its result line from the part of the
+    log after its mark; a stage that started and left none ended as the job did (FAILED where the job exited 0
+    regardless); the stages after it NOT RUN."""
+    job_dir = Path(job.executor.job_dir)
+    if state is None:
+        state, summary = outcome(job, files)
+        job_state = settled_state(job.state, files).name
+    else:
+        summary, job_state = job_summary(job_dir, files), state
+    code = exit_code(files) if state != "SUCCEEDED" else None
+    names = stage_names(job)
+    if names is None:
+        return [TaskResult(job.id, state, job_dir, code, summary, where)]
+    parts = stage_logs(files)
+    results = []
+    for name in names:
+        if name not in parts:
+            results.append(TaskResult(name, NOT_RUN, job_dir))
+            continue
+        summary = job_summary(job_dir, {name: parts[name]}, logs_only=False)
+        ended = ended_state(summary) if summary else ("FAILED" if job_state == "SUCCEEDED" else job_state)
+        results.append(TaskResult(name, ended, job_dir, code if ended != "SUCCEEDED" else None, summary, where))
+    return results
+
+
+def stage_logs(files: dict[str, str]) -> dict[str, str]:
+    """A one-job pipeline's log cut at each stage's mark: {stage: its lines}."""
+    parts, current = {}, None
+    for text in logs_of(files).values():
+        for line in text.splitlines(keepends=True):
+            if STAGE_MARK in line:
+                current = line.split(STAGE_MARK, 1)[1].strip()
+                parts[current] = ""
+            elif current is not None:
+                parts[current] += line
+    return parts
 
 
 def outcome(job, files: dict[str, str] | None = None, state: AppState | None = None) -> tuple[str, dict]:
@@ -354,10 +410,11 @@ def show_log_tail(name: str, where: str, files: dict[str, str]) -> None:
     print("\n".join(lines))
 
 
-def job_summary(job_dir: Path, files: dict[str, str]) -> dict:
-    """What the job reported at its end (its last result line), with paths inside a container mapped to the host."""
+def job_summary(job_dir: Path, files: dict[str, str], logs_only: bool = True) -> dict:
+    """What the job reported at its end (its last result line), with paths inside a container mapped to the host;
+    ``files`` are a task's files (its logs are read), or with ``logs_only`` False texts of a log."""
     found = {}
-    for text in logs_of(files).values():
+    for text in (logs_of(files) if logs_only else files).values():
         for line in text.splitlines():
             if RESULT_MARK in line:
                 try:

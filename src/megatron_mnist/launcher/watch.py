@@ -106,6 +106,13 @@ def describe(name: str, state: str, progress: dict, slurm: dict) -> str:
     if progress.get("state") == "done" and state.startswith("RUNNING"):
         state = "RUNNING (finishing)"
     words.append(f"{state:<22}")
+    if state.startswith("RUNNING"):
+        if progress.get("stage"):  # a pipeline run as one job: which stage it is in
+            words.append(progress["stage"])
+        if not progress:  # the job's process is starting (Python, NeMo-Run), before it can write a word
+            words.append("starting")
+        elif progress.get("state") not in ("training", "done"):  # importing, loading its checkpoint, predicting...
+            words.append(progress["state"])
     if progress.get("step") is not None and (state.startswith("RUNNING") or progress.get("state") == "done"):
         if progress.get("max_steps"):
             words.append(f"step {progress['step']}/{progress['max_steps']}")
