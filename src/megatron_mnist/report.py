@@ -61,7 +61,7 @@ def plot_losses(training: list[Path], path: Path) -> None:
 
 def autoencoder(run: Path) -> dict[str, torch.Tensor] | None:
     """The trunk and decoder weights of a run's last checkpoint, when it has a decoder."""
-    from megatron_mnist.job.checkpoint import load_model_weights
+    from megatron_mnist.model.weights import load_model_weights
 
     ckpt = last_checkpoint(run)
     if ckpt is None:
@@ -71,19 +71,17 @@ def autoencoder(run: Path) -> dict[str, torch.Tensor] | None:
 
 
 def reconstruct(weights: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-    """The digits as the checkpoint's autoencoder rebuilds them: ``MNISTModel`` with the checkpoint's weights."""
-    from types import SimpleNamespace
+    """The digits as the checkpoint's autoencoder rebuilds them: its trunk and decoder (the model's own layers,
+    ``model/layers.py``) with the checkpoint's weights."""
+    from megatron_mnist.model import layers
 
-    from megatron_mnist.model.modules import MNISTModel
-
-    # the module reads only these two sizes from its config; both are in the weights' shapes
-    sizes = SimpleNamespace(
-        hidden_size=weights["trunk.0.weight"].shape[0], embedding_dim=weights["trunk.2.weight"].shape[0]
-    )
-    model = MNISTModel(sizes, decoder=True, classifier="digit_classifier.weight" in weights)
-    model.load_state_dict({k: v.float() for k, v in weights.items()})
+    # both sizes are in the weights' shapes
+    hidden, embedding = weights["trunk.0.weight"].shape[0], weights["trunk.2.weight"].shape[0]
+    net = {"trunk": layers.trunk(hidden, embedding), "image_decoder": layers.image_decoder(hidden, embedding)}
+    for name, layer in net.items():
+        layer.load_state_dict({k[len(name) + 1 :]: v.float() for k, v in weights.items() if k.startswith(name + ".")})
     with torch.no_grad():
-        return model.eval()(images)["x_hat"].reshape(images.shape)
+        return net["image_decoder"](net["trunk"](images.reshape(images.shape[0], -1))).reshape(images.shape)
 
 
 def plot_reconstructions(images: torch.Tensor, rebuilt: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
@@ -199,10 +197,13 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Path:
 
     decoders = [(run, w) for run in training if (w := autoencoder(run)) is not None]
     if decoders:
-        from megatron_mnist.data.dataset import MNISTCustom
+        from megatron_mnist.data.idx import embedded_sample_root, mnist_folder, read_mnist
 
-        test = MNISTCustom(train=False)  # the embedded sample's held-out digits
-        images, labels = test.data[:GRID_DIGITS], test.targets[:GRID_DIGITS]
+        # the embedded sample's held-out digits, scaled as the dataset scales them (read here without torchvision,
+        # whose import is most of a report's start-up)
+        images, labels = read_mnist(mnist_folder(embedded_sample_root()), "t10k")
+        images = torch.from_numpy(images[:GRID_DIGITS].astype("float32") / 255.0)
+        labels = torch.from_numpy(labels[:GRID_DIGITS].astype("int64"))
         run, weights = decoders[0]
         plot_reconstructions(images, reconstruct(weights, images), labels, out / "reconstructions.png")
         figures.append(("reconstructions.png", f"reconstructions by {run.name}'s decoder"))

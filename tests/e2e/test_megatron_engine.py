@@ -14,7 +14,7 @@ import pytest
 import torch
 from launcher_cli import launch
 
-from megatron_mnist.job.checkpoint import load_model_weights
+from megatron_mnist.model.weights import load_model_weights
 from megatron_mnist.run_logs import logged
 
 ROOT = Path(__file__).resolve().parents[2]

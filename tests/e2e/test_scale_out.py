@@ -18,7 +18,7 @@ import torch
 from launcher_cli import launch as launch_cli
 from test_executors import INFRA, experiment_id_of, sacct_state, sh, slurm, slurm_job_ids_from_status
 
-from megatron_mnist.job.checkpoint import load_model_weights
+from megatron_mnist.model.weights import load_model_weights
 from megatron_mnist.run_logs import logged, rows
 
 pytestmark = pytest.mark.slow

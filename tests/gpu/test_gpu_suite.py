@@ -200,7 +200,7 @@ def test_graph_mode_equals_eager_and_resumes_either_way(tmp_path):
 
 def compare_runs(a: Path, b: Path) -> tuple[str, str, str]:
     """train_loss, val_loss and final weights of two runs: "bit for bit", or the largest relative difference."""
-    from megatron_mnist.job.checkpoint import load_model_weights
+    from megatron_mnist.model.weights import load_model_weights
 
     found = []
     for column in ("train_loss", "val_loss"):

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from megatron_mnist.checkpoint_paths import checkpoint_model, last_checkpoint, resolve_checkpoint
-from megatron_mnist.job.checkpoint import load_model_weights
 from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe, check_run_folder
 from megatron_mnist.model.config import CONFIGS
 from megatron_mnist.model.spec import CONFIG_HEADS, TASKS
+from megatron_mnist.model.weights import load_model_weights
 from recipes.finetune import finetune
 from recipes.predict import predict
 from recipes.pretrain import pretrain

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from megatron_mnist.job.builders import model_config
-from megatron_mnist.job.checkpoint import load_model_weights, resolve_checkpoint
+from megatron_mnist.model.weights import load_model_weights, resolve_checkpoint
 
 GPU_CHECKPOINT = Path(__file__).resolve().parents[1] / "fixtures" / "gpu_pretrain_checkpoint"
 

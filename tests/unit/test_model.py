@@ -3,9 +3,9 @@ import torch
 from megatron.core.transformer import TransformerConfig
 
 from megatron_mnist.job.builders import model_config
-from megatron_mnist.job.checkpoint import CheckpointError, load_initial_weights
 from megatron_mnist.model import losses
 from megatron_mnist.model.config import FinetuneBothConfig, FinetuneConfig, PretrainConfig
+from megatron_mnist.model.weights import CheckpointError, load_initial_weights
 
 
 @pytest.mark.parametrize(
@@ -39,6 +39,16 @@ def test_layer_sizes_match_the_tutorial():
         "image_decoder.2.weight": (784, 64),
         "digit_classifier.weight": (10, 3),
     }
+
+
+def test_the_reports_reconstructions_are_the_models():
+    from megatron_mnist.report import reconstruct
+
+    model = PretrainConfig().configure_model()
+    images = torch.rand(6, 1, 28, 28)
+    with torch.no_grad():
+        expected = model(images)["x_hat"].reshape(images.shape)
+    assert torch.equal(reconstruct(model.state_dict(), images), expected)  # the report rebuilds digits without Megatron
 
 
 def _lightning_checkpoint(model, path):

@@ -10,10 +10,10 @@ from typing import ClassVar
 from megatron.core.transformer import TransformerConfig
 from nemo.lightning.megatron_parallel import MegatronLossReduction
 
-from megatron_mnist.job.checkpoint import load_initial_weights
 from megatron_mnist.model import losses
 from megatron_mnist.model.modules import MNISTModel
 from megatron_mnist.model.spec import CLASSIFIER, DECODER, TASKS
+from megatron_mnist.model.weights import load_initial_weights
 
 
 @dataclass

@@ -3,10 +3,8 @@
 import torch
 from megatron.core.transformer.enums import ModelType
 from megatron.core.transformer.module import MegatronModule
-from torch import nn
 
-IMAGE_PIXELS = 28 * 28
-NUM_DIGITS = 10
+from megatron_mnist.model import layers
 
 
 class MNISTModel(MegatronModule):
@@ -24,12 +22,10 @@ class MNISTModel(MegatronModule):
         super().__init__(config)
         self.model_type = ModelType.encoder_or_decoder  # read by Megatron's schedules
         hidden, embedding = config.hidden_size, config.embedding_dim
-        self.trunk = nn.Sequential(nn.Linear(IMAGE_PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, embedding))
+        self.trunk = layers.trunk(hidden, embedding)
         # Not named `decoder`: Megatron's schedules take a model's `decoder` for a transformer block with `.layers`.
-        self.image_decoder = (
-            nn.Sequential(nn.Linear(embedding, hidden), nn.ReLU(), nn.Linear(hidden, IMAGE_PIXELS)) if decoder else None
-        )
-        self.digit_classifier = nn.Linear(embedding, NUM_DIGITS) if classifier else None
+        self.image_decoder = layers.image_decoder(hidden, embedding) if decoder else None
+        self.digit_classifier = layers.digit_classifier(embedding) if classifier else None
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.trunk(images.reshape(images.shape[0], -1))
