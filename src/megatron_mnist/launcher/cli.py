@@ -479,7 +479,7 @@ def task_states(exp: run.Experiment) -> dict[str, str]:
 
 def run_folder_of(job) -> str:
     """`` (LOG_DIR/NAME)`` of a task's run, from its recipe: what tells experiments of one title apart."""
-    log = getattr(job.task, "log", None)
+    log = getattr(nemo_run_private.task_config(job), "log", None)
     name, log_dir = getattr(log, "name", None), getattr(log, "log_dir", None)
     return f" ({Path(log_dir) / name})" if isinstance(name, str) and isinstance(log_dir, str) else ""
 

@@ -19,6 +19,16 @@ RUN_CONTEXT_OVERRIDES = ("cli_execute", "parse_executor", "parse_fn", "_execute_
 DONE_FILE = run.Experiment._DONE_FILE  # written when an experiment finished: `launch.py list` shows how long it took
 
 
+def task_config(job):
+    """A job's task as a config: an experiment loaded by id (``status``, ``watch``) keeps it serialized, as the
+    zlib-JSON string NeMo-Run wrote, until it runs again."""
+    if isinstance(job.task, str):
+        from nemo_run.core.serialization.zlib_json import ZlibJSONSerializer
+
+        return ZlibJSONSerializer().deserialize(job.task)
+    return job.task
+
+
 def _not_launched(*args, **kwargs) -> None:
     return None
 

@@ -24,7 +24,13 @@ from torchx.specs import AppState
 from megatron_mnist import executors
 from megatron_mnist.job import api  # torch-free at import: the functions recipes point at
 from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, RESULT_MARK, STAGE_MARK
-from megatron_mnist.launcher.nemo_run_private import QuietExperiment, dryrun_info, experiment_dir, experiment_id
+from megatron_mnist.launcher.nemo_run_private import (
+    QuietExperiment,
+    dryrun_info,
+    experiment_dir,
+    experiment_id,
+    task_config,
+)
 from megatron_mnist.launcher.preflight import PreflightError, check_executor, check_executor_fields, check_name
 from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe, check_run_folder, check_run_name
 from megatron_mnist.launcher.watch import ProgressView, attach, remote_job_dir
@@ -222,10 +228,10 @@ def in_one_job(stages: dict[str, run.Partial]) -> run.Partial:
 
 def stage_names(job) -> list[str] | None:
     """The stages of a task that runs several in one job (:func:`in_one_job`), else None."""
-    target = getattr(job.task, "__fn_or_cls__", None)
-    if getattr(target, "__name__", None) != "in_one_process":
+    task = task_config(job)
+    if getattr(task, "__fn_or_cls__", None) is not api.in_one_process:
         return None
-    return list(job.task.stages)
+    return list(task.stages)
 
 
 def task_results(job, where: str, files: dict[str, str], state: str | None = None) -> list[TaskResult]:
