@@ -170,6 +170,7 @@ def train(model, data, trainer, optim: Adam, log: RunFolder, resume: ResumeSetti
     from megatron_mnist.job.checkpoint import Resume
     from megatron_mnist.job.lightning import MNISTLightningModule
 
+    fresh_batch_calculator()
     if trainer.settings.accelerator == "gpu":
         # NeMo's Megatron step imports nemo.collections.llm (for its distillation hooks) on the first step: 2 s of
         # imports inside fit(). Import it with the rest of the stack instead.
@@ -210,11 +211,21 @@ def predict(model, data, trainer, log: RunFolder) -> tuple[Path, dict]:
     # The module always carries an optimizer (NeMo's strategies set it up); prediction never steps it.
     module = MNISTLightningModule(model, optim=optimizer_module(Adam(), trainer.settings))
     app_state = nemo_logger(log).setup(trainer)
+    fresh_batch_calculator()
     freeze_heap()
     batches = trainer.predict(module, datamodule=data)
     # reconstructions are large and recomputable: keep what a report needs
     shard = {key: torch.cat([b[key].detach().cpu() for b in batches]) for key in batches[0] if key != "x_hat"}
     return Path(app_state.log_dir), shard
+
+
+def fresh_batch_calculator() -> None:
+    """Megatron's micro-batch calculator is a process global that NeMo's data sampler sets once and afterwards only
+    asserts on: a stage after another in one process (a one-job pipeline: predict's batch after finetune's, seen on
+    the H200) starts from none, as a job of its own does."""
+    from megatron.core.num_microbatches_calculator import destroy_num_microbatches_calculator
+
+    destroy_num_microbatches_calculator()
 
 
 def metric(trainer, name: str) -> float | None:
