@@ -197,12 +197,12 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Path:
 
     decoders = [(run, w) for run in training if (w := autoencoder(run)) is not None]
     if decoders:
-        from megatron_mnist.data.idx import embedded_sample_root, mnist_folder, read_mnist
+        from megatron_mnist.data.idx import embedded_sample_root, mnist_folder, read_mnist, unit_range
 
-        # the embedded sample's held-out digits, scaled as the dataset scales them (read here without torchvision,
-        # whose import is most of a report's start-up)
+        # the embedded sample's held-out digits, as the dataset gives them (read here without torchvision, whose
+        # import is most of a report's start-up)
         images, labels = read_mnist(mnist_folder(embedded_sample_root()), "t10k")
-        images = torch.from_numpy(images[:GRID_DIGITS].astype("float32") / 255.0)
+        images = torch.from_numpy(unit_range(images[:GRID_DIGITS]))
         labels = torch.from_numpy(labels[:GRID_DIGITS].astype("int64"))
         run, weights = decoders[0]
         plot_reconstructions(images, reconstruct(weights, images), labels, out / "reconstructions.png")

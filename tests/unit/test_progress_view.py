@@ -4,7 +4,7 @@ import json
 
 from megatron_mnist.job.progress_file import ProgressWriter, note
 from megatron_mnist.job_protocol import PROGRESS_ENV, RESULT_MARK, STAGE_ENV, STAGE_MARK
-from megatron_mnist.launcher.submission import job_summary, stage_logs
+from megatron_mnist.launcher.submission import result_in, stage_logs
 from megatron_mnist.launcher.watch import describe
 
 
@@ -48,5 +48,5 @@ def test_a_one_job_pipelines_log_is_read_back_per_stage(tmp_path):
     ])  # fmt: skip
     parts = stage_logs({str(tmp_path / "log-pipeline.out"): log})
     assert list(parts) == ["pretrain", "finetune"]  # predict never started: NOT RUN
-    assert job_summary(tmp_path, {"pretrain": parts["pretrain"]}, logs_only=False) == result
-    assert job_summary(tmp_path, {"finetune": parts["finetune"]}, logs_only=False) == {}  # it died: FAILED
+    assert result_in(tmp_path, [parts["pretrain"]]) == result
+    assert result_in(tmp_path, [parts["finetune"]]) == {}  # it died: FAILED

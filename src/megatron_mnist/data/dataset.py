@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torchvision.datasets import MNIST
 
-from megatron_mnist.data.idx import IDXError, embedded_sample_root, mnist_folder, read_mnist
+from megatron_mnist.data.idx import IDXError, embedded_sample_root, mnist_folder, read_mnist, unit_range
 
 
 class MnistItem(TypedDict):
@@ -44,7 +44,7 @@ class MNISTCustom(MNIST):
     def _load_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = read_mnist(self.raw_folder, "train" if self.train else "t10k")
         # Scale once here rather than per item through PIL and ToTensor: same values, far less work per step.
-        data = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+        data = torch.from_numpy(unit_range(images)).unsqueeze(1)
         return data, torch.from_numpy(labels.astype(np.int64))
 
     def __getitem__(self, index: int) -> MnistItem:

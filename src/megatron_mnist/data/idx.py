@@ -99,6 +99,13 @@ def check_mnist(folder: str | os.PathLike, split: str) -> int:
     return _checked_split(folder, split)[2]
 
 
+def unit_range(images):
+    """uint8 pixels as float32 in [0, 1]: how the dataset (and the report) see a digit."""
+    import numpy as np
+
+    return images.astype(np.float32) / 255.0
+
+
 def read_mnist(folder: str | os.PathLike, split: str):
     """(images [N, 28, 28], labels [N]) uint8 arrays of one split, checked as :func:`check_mnist` does."""
     import numpy as np

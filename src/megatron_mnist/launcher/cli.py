@@ -427,11 +427,12 @@ def pipeline(
     prepare_submission(name, executor, stages, skip_checks=direct, detach=detach)
     if one_job is None:
         one_job = executor is not None and executors.kind_of(executor).pipeline_in_one_job
+    one_job = one_job and not direct  # --direct: the stages run in this process anyway
     if dryrun_:
-        dryrun(name, {name: in_one_job(stages)} if one_job and not direct else stages, executor)
+        dryrun(name, {name: in_one_job(stages)} if one_job else stages, executor)
         return
     announce(stages, executor)
-    if one_job and not direct:
+    if one_job:
         console.print(f"{name}: the stages run in order in one job (--separate-jobs: a job each)", highlight=False)
     if not confirmed(yes, lambda: typer.confirm("Launch the pipeline?")):
         return

@@ -255,7 +255,7 @@ def task_results(job, where: str, files: dict[str, str], state: str | None = Non
         if name not in parts:
             results.append(TaskResult(name, NOT_RUN, job_dir))
             continue
-        summary = job_summary(job_dir, {name: parts[name]}, logs_only=False)
+        summary = result_in(job_dir, [parts[name]])
         ended = ended_state(summary) if summary else ("FAILED" if job_state == "SUCCEEDED" else job_state)
         results.append(TaskResult(name, ended, job_dir, code if ended != "SUCCEEDED" else None, summary, where))
     return results
@@ -263,8 +263,9 @@ def task_results(job, where: str, files: dict[str, str], state: str | None = Non
 
 def stage_logs(files: dict[str, str]) -> dict[str, str]:
     """A one-job pipeline's log cut at each stage's mark: {stage: its lines}."""
-    parts, current = {}, None
+    parts = {}
     for text in logs_of(files).values():
+        current = None  # each log file on its own: the marks and result lines are rank 0's stdout
         for line in text.splitlines(keepends=True):
             if STAGE_MARK in line:
                 current = line.split(STAGE_MARK, 1)[1].strip()
@@ -416,11 +417,16 @@ def show_log_tail(name: str, where: str, files: dict[str, str]) -> None:
     print("\n".join(lines))
 
 
-def job_summary(job_dir: Path, files: dict[str, str], logs_only: bool = True) -> dict:
-    """What the job reported at its end (its last result line), with paths inside a container mapped to the host;
-    ``files`` are a task's files (its logs are read), or with ``logs_only`` False texts of a log."""
+def job_summary(job_dir: Path, files: dict[str, str]) -> dict:
+    """What the job reported at its end (its last result line in its logs), with paths inside a container mapped
+    to the host."""
+    return result_in(job_dir, logs_of(files).values())
+
+
+def result_in(job_dir: Path, texts) -> dict:
+    """The last result line in ``texts`` (log texts), as :func:`job_summary` gives it."""
     found = {}
-    for text in (logs_of(files) if logs_only else files).values():
+    for text in texts:
         for line in text.splitlines():
             if RESULT_MARK in line:
                 try:
