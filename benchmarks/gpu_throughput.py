@@ -9,6 +9,9 @@ The same model (784→64→ReLU→3→64→784, bf16 autocast / bf16-mixed), MSE
   (a0) the recipe with the data module's classic per-item DataLoader (``data.device_resident=False``)
   (m)  the recipe under the megatron engine (``trainer.loop=megatron``: our loop over megatron-core), eager
   (g)  the same in graph mode (``trainer.cuda_graph=true``: the whole step in one CUDA graph)
+  (m_prev), (g_prev) the megatron engine as it was before its step was cut down (torch's multi-tensor capturable
+       Adam, and megatron-core's reduce-scatter and all-gather on one rank); (m_foreach), (m_collectives): only one
+       of the two put back, for the cost of each
   (b)  a plain PyTorch loop with a DataLoader (worker processes, pinned memory)
   (c)  a plain loop over GPU-resident data, eager
   (d)  the plain GPU-resident loop with the whole step (forward, backward, fused capturable Adam) in a CUDA graph:
@@ -28,6 +31,7 @@ and counts the operations that block the host until the GPU is done, by the line
 
 import argparse
 import collections
+import contextlib
 import cProfile
 import io
 import json
@@ -36,6 +40,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import fiddle as fdl
@@ -47,7 +52,7 @@ from torch import nn
 from megatron_mnist.data.dataset import MNISTCustom
 from recipes.pretrain import pretrain
 
-VARIANTS = ("a", "a_prev", "a0", "m", "g", "b", "c", "d")
+VARIANTS = ("a", "a_prev", "a0", "m", "m_prev", "m_foreach", "m_collectives", "g", "g_prev", "b", "c", "d")
 
 
 class StepTimer(PipelineStepTimer):
@@ -83,6 +88,28 @@ def previous_step_settings(task) -> None:
     MegatronAdamModule.skip_unused_grad_norm = False
 
 
+def multi_tensor_capturable_adam(optimizer) -> None:
+    """(m_prev, m_foreach): the engine's Adam before it was fused (capturable, torch's multi-tensor kernels)."""
+    for group in optimizer.param_groups:
+        group.update(capturable=True, fused=False, foreach=None)
+
+
+@contextlib.contextmanager
+def put_back(name: str):
+    """What the (m_prev) family puts back into the megatron engine for one run (its two step functions swapped)."""
+    from megatron_mnist.job import megatron_engine
+
+    saved = megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives
+    if name in ("m_prev", "g_prev", "m_foreach"):
+        megatron_engine.use_fused_capturable_adam = multi_tensor_capturable_adam
+    if name in ("m_prev", "g_prev", "m_collectives"):
+        megatron_engine.skip_one_rank_collectives = lambda model, config: None
+    try:
+        yield
+    finally:
+        megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives = saved
+
+
 class EngineStepTimer:
     """The megatron engine's ``on_step_end`` hook, timing as :class:`StepTimer` does (the device synchronised only
     at the first, middle and last step; the intervals holding a validation and its checkpoint marked)."""
@@ -109,13 +136,14 @@ def recipe_variant(args, name: str, log_dir: str, run: str, profile: int = 0, co
     recipe.trainer.enable_progress_bar = True  # as a user runs it (replaced by NeMo's printer in a_prev)
     if name == "a0":
         recipe.data.num_workers = args.recipe_workers
-    if name in ("m", "g"):
+    engine = name[0] in "mg"  # m, g and their _prev / put-back variants
+    if engine:
         recipe.trainer.loop = "megatron"
-        recipe.trainer.cuda_graph = name == "g"
+        recipe.trainer.cuda_graph = name[0] == "g"
     task = fdl.build(recipe)
     if name == "a_prev":
         previous_step_settings(task)
-    if name in ("m", "g"):
+    if engine:
         timer = task.keywords["trainer"].on_step_end = EngineStepTimer(steps)
     else:
         timer = StepTimer(steps)
@@ -131,7 +159,8 @@ def recipe_variant(args, name: str, log_dir: str, run: str, profile: int = 0, co
                 torch.cuda.set_sync_debug_mode("warn")
             if profiler:
                 profiler.enable()
-            task()
+            with put_back(name):
+                task()
     finally:
         if profiler:
             profiler.disable()
@@ -314,7 +343,7 @@ def main():
     parser.add_argument("--recipe-workers", type=int, default=0, help="DataLoader workers of (a0); 0 = the default")
     parser.add_argument("--variants", default="a,a_prev,b,c,d", help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument(
-        "--profile", type=int, default=0, metavar="N", help="also profile (a) and (a_prev): the top N functions"
+        "--profile", type=int, default=0, metavar="N", help="also profile (a), (a_prev), (m), (m_prev): the top N"
     )
     parser.add_argument("--count-syncs", action="store_true", help="also count (a)'s and (a_prev)'s host syncs")
     parser.add_argument("--diagnose-steps", type=int, default=300, help="steps of the profiled / counted runs")
@@ -337,8 +366,7 @@ def main():
         "a": lambda run: recipe_variant(args, "a", log_dir, run),
         "a_prev": lambda run: recipe_variant(args, "a_prev", log_dir, run),
         "a0": lambda run: recipe_variant(args, "a0", log_dir, run),
-        "m": lambda run: recipe_variant(args, "m", log_dir, run),
-        "g": lambda run: recipe_variant(args, "g", log_dir, run),
+        **{n: partial(recipe_variant, args, n, log_dir) for n in VARIANTS if n[0] in "mg"},
         "b": lambda run: plain_dataloader(args),
         "c": lambda run: plain_resident(args),
         "d": lambda run: plain_cuda_graph(args),
@@ -362,11 +390,12 @@ def main():
             "peak_gpu_mib": max(r["peak_gpu_mib"] for r in results["runs"][name]),
         }
     pairs = (("a", "b"), ("a_prev", "b"), ("a", "a_prev"), ("a", "c"), ("a0", "b"), ("a", "d"), ("m", "b"),
-             ("m", "a"), ("g", "b"), ("g", "d"), ("g", "m"))  # fmt: skip
+             ("m", "a"), ("g", "b"), ("g", "d"), ("g", "m"), ("m", "m_prev"), ("g", "g_prev"), ("m_prev", "b"),
+             ("g_prev", "b"))  # fmt: skip
     for num, den in pairs:
         if num in medians and den in medians:
             results[f"{num}/{den}"] = round(medians[num] / medians[den], 3)
-    recipe_variants = [n for n in ("a", "a_prev") if n in variants]
+    recipe_variants = [n for n in ("a", "a_prev", "m", "m_prev") if n in variants]
     if args.count_syncs:
         results["syncs_per_step"] = {
             n: recipe_variant(args, n, log_dir, "syncs", count_syncs=True)["syncs_per_step"] for n in recipe_variants

@@ -104,6 +104,26 @@ def test_batched_gather_gives_the_per_item_batches(consumed):
     assert gathered[0]["data"].shape == (32, 1, 28, 28)
 
 
+@pytest.mark.parametrize(
+    "mode, consumed, rank", [("train", 0, 0), ("train", 7333 * 2 - 48, 1), ("validation", 0, 0), ("predict", 0, 1)]
+)
+def test_the_engines_batches_are_the_dataloaders(mode, consumed, rank):
+    """The megatron engine's loop fetches the sampler's batches without torch's DataLoader: the same batches, across
+    an epoch's end, per rank, the last partial batch of a prediction included."""
+    from megatron_mnist.data.datamodule import MNISTDataModule
+
+    dm = MNISTDataModule(micro_batch_size=32, global_batch_size=64)
+    dm.build("predict" if mode == "predict" else "fit", max_steps=400)
+    direct = list(dm.megatron_batches(mode, consumed, rank, world_size=2))
+    loaded = list(dm.megatron_loader(mode, consumed, rank, world_size=2))
+    assert len(direct) == len(loaded) > 0
+    for a, b in zip(direct, loaded, strict=True):
+        assert set(a) == set(b) == {"data", "label", "idx"}
+        assert all(torch.equal(a[key], b[key]) for key in a)
+    if mode == "predict":
+        assert len(direct[-1]["idx"]) < 32  # 2,000 digits over 2 ranks of 32: a partial last batch
+
+
 def test_resident_dataset_moves_and_gathers_on_its_device():
     ds = MNISTCustom(train=False).to("meta")  # any device but the CPU: the gather must happen there
     batch = ds.__getitems__([3, 1, 4])

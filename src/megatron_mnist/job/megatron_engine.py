@@ -170,21 +170,45 @@ def build(config, optim: Adam, settings: TrainerSettings, rank: int, world: int)
     model = DistributedDataParallel(config, ddp_config, wrapped)
     opt_config = optimizer_config(optim, settings.precision)
     optimizer = get_megatron_optimizer(opt_config, [model])
-    for group in optimizer.param_groups:
-        # torch Adam's capturable formulation: step counters and the bias correction on the GPU, the same kernels
-        # in eager and graph mode (the eager formulation computes the bias correction on the host)
-        group["capturable"] = True
+    use_fused_capturable_adam(optimizer)
     make_resumable(optimizer, opt_config)
+    from megatron.core import parallel_state
+
+    dp_rank, dp_size = parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
     # what megatron-core's schedule reads from the model's config (as Megatron-LM's training loop sets it)
     config.no_sync_func = model.no_sync
     config.finalize_model_grads_func = finalize_model_grads
     config.grad_scale_func = optimizer.scale_loss if settings.precision == "16-mixed" else None
     config.timers = None
-    from megatron.core import parallel_state
-
+    if dp_size == 1:
+        skip_one_rank_collectives(model, config)
     device = torch.device("cuda", torch.cuda.current_device())
-    dp_rank, dp_size = parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
     return Parts(module, model, optimizer, get_forward_backward_func(), reduction, device, dp_rank, dp_size)
+
+
+def use_fused_capturable_adam(optimizer) -> None:
+    """torch's Adam under megatron-core's distributed optimizer, as one fused kernel with its step counters and bias
+    correction on the GPU. Capturable: the same kernels in eager and graph mode, so that a captured step computes
+    what the eager one does (the default formulation computes the bias correction on the host). Fused: one launch
+    for every parameter instead of torch's ~15 multi-tensor launches a step (megatron-core picks torch's foreach
+    Adam where neither Apex nor Transformer Engine is installed). Applied again after a checkpoint is loaded:
+    torch's ``load_state_dict`` takes the saved param groups' settings."""
+    for group in optimizer.param_groups:
+        group.update(capturable=True, fused=True, foreach=False)
+
+
+def skip_one_rank_collectives(model, config) -> None:
+    """On one data-parallel rank the gradients' reduce-scatter and the parameters' all-gather are identities: the
+    rank's shard is the whole buffer, and the collective copies it onto itself. megatron-core launches them anyway
+    (NCCL's coalescing manager, a bucket walk): host time every step that a one-GPU run need not spend. Nothing else
+    of ``finalize_model_grads`` applies to this model on one rank (no tensor, pipeline or expert parallelism, no
+    per-token loss), and the bucket's gradient scaling is 1/1."""
+    config.finalize_model_grads_func = None
+    model.start_param_sync = _no_collective
+
+
+def _no_collective(*_, **__) -> None:
+    return None
 
 
 def forward_backward_on_cpu(*, forward_step_func, data_iterator, model, num_microbatches, forward_only=False, **_):
@@ -234,7 +258,8 @@ class Step:
         self.static: list[dict] | None = None  # the captured step's input buffers, one per micro-batch
         self.loss_out = None
 
-    def eager(self, batches: list[dict]) -> torch.Tensor:
+    def eager(self, batches: list[dict]) -> list[dict]:
+        """The step, eagerly; the loss reduction's per-micro-batch reports (see :meth:`loss`)."""
         parts = self.parts
         if parts.device.type == "cuda":
             parts.model.zero_grad_buffer()
@@ -249,7 +274,12 @@ class Step:
             forward_only=False,
         )
         parts.optimizer.step()
-        return parts.reduction.reduce(reported).detach()
+        return reported
+
+    def loss(self, outcome) -> torch.Tensor:
+        """The step's loss from what :meth:`eager` or :meth:`replay` returned: reduced here, when it is read (a log
+        step), not on every step."""
+        return outcome if isinstance(outcome, torch.Tensor) else self.parts.reduction.reduce(outcome).detach()
 
     def capture(self, batches: list[dict]) -> None:
         """Capture the whole step — zero, forward and backward, finalize (reduce-scatter), the optimizer — reading
@@ -259,7 +289,7 @@ class Step:
         # thread_local: a CUDA call of another thread during the capture (NCCL's watchdog polls its events) does not
         # invalidate it, as it can in torch's default global mode
         with torch.cuda.graph(self.graph, stream=torch.cuda.current_stream(), capture_error_mode="thread_local"):
-            self.loss_out = self.eager(self.static)
+            self.loss_out = self.loss(self.eager(self.static))
 
     def replay(self, batches: list[dict]) -> torch.Tensor:
         for static, batch in zip(self.static, batches, strict=True):
@@ -360,7 +390,7 @@ def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir:
     signals.install()
     interval = min(settings.val_check_interval, settings.max_steps)
     step = Step(parts, settings, micro_batches, data.micro_batch_size)
-    batches = iter(data.megatron_loader("train", state.consumed_samples, parts.dp_rank, parts.dp_size))
+    batches = iter(data.megatron_batches("train", state.consumed_samples, parts.dp_rank, parts.dp_size))
     train_loss, saved_at, done_here = None, None, 0
     started = time.monotonic()
     if progress:
@@ -369,9 +399,9 @@ def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir:
         while state.step < settings.max_steps:
             step_batches = [next(batches) for _ in range(micro_batches)]
             if step.graph is not None:
-                loss = step.replay(step_batches)
+                outcome = step.replay(step_batches)
             else:
-                loss = step.eager(step_batches)
+                outcome = step.eager(step_batches)
                 if settings.cuda_graph and done_here + 1 == CAPTURE_WARMUP_STEPS:
                     step.capture(step_batches)  # records the step (runs nothing): it replays from the next step on
             done_here += 1
@@ -379,7 +409,7 @@ def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir:
             state.step += 1
             state.consumed_samples += data.global_batch_size
             if state.step % settings.log_every_n_steps == 0:
-                train_loss = float(data_parallel_mean(loss, parts))  # a device sync: only when written
+                train_loss = float(data_parallel_mean(step.loss(outcome), parts))  # a device sync: only when written
                 if logs:
                     logs.log(logged_step, train_loss=train_loss)
             if state.step % interval == 0:
@@ -416,7 +446,7 @@ def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir:
     if logs.rows == 0:
         shutil.rmtree(run_dir / "csv_logs" / f"version_{_last_version(run_dir)}", ignore_errors=True)
     if train_loss is None and state.step:
-        train_loss = float(data_parallel_mean(loss, parts))
+        train_loss = float(data_parallel_mean(step.loss(outcome), parts))
     return {
         "run_dir": str(run_dir.resolve()),
         "step": state.step,
@@ -445,7 +475,7 @@ def validate(parts: Parts, data, settings: TrainerSettings) -> float | None:
     """val_loss over the validation digits (at most ``limit_val_batches`` micro-batches): each micro-batch's loss,
     averaged weighted by its size, as Lightning's epoch-level mean of a per-batch ``log`` computes it."""
     total, count = torch.tensor(0.0, device=parts.device), 0
-    for index, batch in enumerate(data.megatron_loader("validation", 0, parts.dp_rank, parts.dp_size)):
+    for index, batch in enumerate(data.megatron_batches("validation", 0, parts.dp_rank, parts.dp_size)):
         if settings.limit_val_batches is not None and index >= settings.limit_val_batches:
             break
         reported = parts.forward_backward(
@@ -551,6 +581,7 @@ def load_checkpoint(path: Path, parts: Parts) -> RunState:
         loaded = dist_checkpointing.load(sharded, str(path))  # with the checkpoint's common part ("run")
         parts.module.load_state_dict({k.removeprefix("module."): v for k, v in loaded["model"].items()})
         parts.optimizer.load_state_dict(loaded["optimizer"])
+        use_fused_capturable_adam(parts.optimizer)  # a checkpoint of an earlier version saved foreach Adam's groups
         common = loaded["run"]
     return RunState(common["step"], common["consumed_samples"], common["val_loss"], [tuple(b) for b in common["best"]])
 
@@ -580,7 +611,7 @@ def predict(model, data, trainer: MegatronLoop, log: RunFolder) -> tuple[Path, d
     data.build("predict", 1, device)
     freeze_heap()
     reduction, outputs = PassthroughLossReduction(), []
-    for batch in data.megatron_loader("predict", 0, rank, world):
+    for batch in data.megatron_batches("predict", 0, rank, world):
         outputs.append(reduction.forward(batch, net(batch["data"]))[1])
     merged = reduction.reduce(outputs)
     # reconstructions are large and recomputable: keep what a report needs, in fp32 on the CPU
