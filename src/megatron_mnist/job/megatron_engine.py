@@ -10,8 +10,9 @@ validation, logs and checkpoints at the recipe's cadence.
 
 - GPU: megatron-core's DDP and distributed Adam (``get_megatron_optimizer``), the precision as the recipe says
   (``Float16Module`` for bf16 / fp16, fp32 main weights), checkpoints in Megatron's ``torch_dist`` format through
-  ``dist_checkpointing``. Adam is torch's *capturable* formulation (its step counters and bias correction on the
-  GPU), in eager and graph mode alike, so that a captured step computes what the eager one does. With
+  ``dist_checkpointing``. Adam is torch's fused, *capturable* formulation (one kernel, its step counters and bias
+  correction on the GPU), in eager and graph mode alike, so that a captured step computes what the eager one does.
+  On one rank the reduce-scatter and all-gather, identities there, are skipped. With
   ``trainer.cuda_graph`` the whole step is captured in one CUDA graph after a few eager steps and replayed.
 - CPU: the same loop with torch's DDP over gloo (several ranks) and torch's Adam, fp32, and Lightning-format
   ``.ckpt`` files, so CI trains it; per step and per validation it computes what the Lightning engine does, bit for
