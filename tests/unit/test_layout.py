@@ -49,6 +49,22 @@ def test_the_job_side_is_where_the_training_stack_is():
             "preemption"} <= job  # fmt: skip
     top = {m.name for m in pkgutil.iter_modules([str(SRC)])}
     assert top == {
-        "checkpoint_paths", "job_protocol", "names", "report", "run_dirs", "run_logs", "run_record",  # both rooms
+        "checkpoint_paths", "errors", "job_protocol", "names", "report", "run_dirs", "run_logs", "run_record",  # both
         "data", "model", "job", "launcher", "executors",
     }  # fmt: skip
+
+
+def test_the_executor_kinds_import_nothing_of_the_launcher_above_them():
+    """The launcher submits through the executor kinds; a kind that imported the launcher back (as two did, for one
+    error class) would make the two one import loop."""
+    import ast
+
+    folder = Path(megatron_mnist.__file__).parent / "executors"
+    upward = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            upward += [f"{path.name}: {n}" for n in names if n.startswith("megatron_mnist.launcher")]
+    assert not upward
+    assert len(list(folder.glob("*.py"))) > 3  # the walk saw the kinds' modules

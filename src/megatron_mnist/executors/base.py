@@ -28,7 +28,7 @@ class ExecutorKind:
             job sees this machine's files): what the pre-submit checks hold a recipe against.
         check_fields: raises ``executor_fields.FieldError`` for a field that cannot be submitted safely; runs
             before every submission, dry run and ``check`` (also with ``--skip-checks``).
-        preflight: raises ``preflight.PreflightError`` for what would make the submission fail where it runs
+        preflight: raises ``megatron_mnist.errors.PreflightError`` for what would make the submission fail where it runs
             (a partition, an image, a venv); skipped with ``--skip-checks``.
         prepare: last changes to the executor once the checks passed (mounts the recipes' paths, quoting).
         shared_dir: the folder every stage of a pipeline can reach, from the user's ``log_dir``.

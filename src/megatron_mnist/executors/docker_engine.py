@@ -8,6 +8,7 @@ from typing import Optional
 
 import nemo_run as run
 
+from megatron_mnist.errors import PreflightError
 from megatron_mnist.executors.base import ExecutorKind
 from megatron_mnist.executors.fields import IMAGE, SHM_SIZE, check_env, check_mount, every_field_one_line, refuse
 from megatron_mnist.executors.packaging import SourcePackager
@@ -84,8 +85,6 @@ def check_fields(executor: run.DockerExecutor) -> None:
 
 
 def preflight(executor: run.DockerExecutor) -> None:
-    from megatron_mnist.launcher.preflight import PreflightError
-
     try:
         result = subprocess.run(
             ["docker", "image", "inspect", "--format", "{{.Id}}", executor.container_image],

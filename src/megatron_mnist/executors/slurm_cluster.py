@@ -10,6 +10,7 @@ from typing import Literal, Optional
 
 import nemo_run as run
 
+from megatron_mnist.errors import PreflightError
 from megatron_mnist.executors.base import ExecutorKind, this_machines_folder
 from megatron_mnist.executors.fields import (
     ENV_KEY,
@@ -28,7 +29,6 @@ from megatron_mnist.executors.fields import (
     refuse,
 )
 from megatron_mnist.executors.packaging import SourcePackager
-from megatron_mnist.launcher.preflight import PreflightError
 
 
 @run.cli.factory

@@ -6,11 +6,10 @@ imports the training stack.
 """
 
 from megatron_mnist import names
+from megatron_mnist.errors import PreflightError
 from megatron_mnist.executors.fields import FieldError, check_fields
 
-
-class PreflightError(ValueError):
-    """What would make a submission fail, found before submitting it."""
+__all__ = ["PreflightError", "check_executor", "check_executor_fields", "check_name"]
 
 
 def check_name(name: str, what: str = "name") -> None:
