@@ -83,7 +83,7 @@ def slurm(
         link = run.Config(run.LocalTunnel, job_dir=job_dir or "")
         if python_env is None and container_image is None:
             python_env = sys.prefix
-    # quoted: the path is data in the sbatch script (preflight.python_envs reads it back to check it exists)
+    # quoted: the path is data in the sbatch script (python_envs below reads it back to check it exists)
     lines = (
         [f"source {shlex.quote(str(Path(python_env) / 'bin' / 'activate'))}"]
         if python_env and not container_image

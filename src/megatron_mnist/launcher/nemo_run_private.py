@@ -2,8 +2,9 @@
 
 NeMo-Run has no public API for these, and each is used for a reason given where it is defined here. The launcher
 also subclasses ``RunContext`` and overrides its ``cli_execute``, ``parse_executor``, ``parse_fn`` and
-``_execute_task`` (``launch.py``). ``tests/unit/test_nemo_run_private.py`` pins the version and checks that every
-name below still exists with the shape used: a NeMo-Run upgrade that moves one fails there, not in a user's run.
+``_execute_task`` (``LaunchContext`` in ``launcher/cli.py``). ``tests/unit/test_nemo_run_private.py`` pins the
+version and checks that every name below still exists with the shape used: a NeMo-Run upgrade that moves one fails
+there, not in a user's run.
 """
 
 import functools

@@ -79,10 +79,8 @@ class Reader:
                 path = os.path.join(executor.job_dir, PROGRESS_FILE)
                 text = open(path).read() if os.path.exists(path) else ""
             return json.loads(text) if text.strip() else {}
-        except (OSError, ValueError, subprocess.SubprocessError):
-            return {}
-        except Exception:  # an SSH hiccup: no progress this round
-            return {}
+        except Exception:  # not written yet, half written, a timeout, an SSH hiccup (paramiko's own errors): no
+            return {}  # progress this round, the next poll tries again
 
     def slurm(self, executor, job_id: str) -> dict:
         """JobState, Reason and Restarts of a Slurm job ({} once Slurm has forgotten it)."""
