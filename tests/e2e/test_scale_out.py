@@ -26,6 +26,11 @@ __all__ = ["slurm"]  # the session's Slurm cluster (a fixture)
 # fp32 on one machine: the 2-rank all-reduce sums the same two micro-batch gradients the 1-rank run accumulates,
 # in another order. Measured here: train_loss bit for bit, val_loss within 1.5e-8; weights within float32 rounding.
 RTOL, ATOL = 1e-6, 1e-7
+# The weights after 30 Adam steps: Adam divides each gradient by its running RMS, so where a gradient is near zero
+# a last-bit difference of the two summation orders becomes a visible part of that step's update (up to lr = 1e-4).
+# Seen on this kind of 2-core Xeon (2026-12-02, at ac84a77 and after): 3.9e-7 on trunk.0.weight (|w| ≤ 0.054), the
+# losses equal within the tolerance above.
+WEIGHTS_ATOL = 1e-6
 MULTI = ["executor=slurm", "executor.partition=multi", "executor.nodes=2", "executor.time=00:15:00"]
 
 
@@ -74,7 +79,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
     wa, wb = load_model_weights(a), load_model_weights(b)
     assert wa.keys() == wb.keys()
     for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], rtol=RTOL, atol=ATOL, msg=key)
+        torch.testing.assert_close(wa[key], wb[key], rtol=RTOL, atol=WEIGHTS_ATOL, msg=key)
 
 
 def test_two_cpu_ranks_train_as_one_rank_with_the_same_global_batch(tmp_path, one_rank):
