@@ -128,8 +128,9 @@ class MNISTDataModule(pl.LightningDataModule):
     def megatron_batches(self, mode: str, consumed_samples: int = 0, rank: int = 0, world_size: int = 1):
         """:meth:`megatron_loader`'s batches, for the megatron engine's loop: where no worker process or pinning
         has work to do (the digits gathered in place), the sampler's indices fetched directly, as torch's
-        single-process DataLoader fetches them — the same batches without its per-batch machinery (~50 µs of host
-        time a step, a sixth of a step in graph mode)."""
+        single-process DataLoader fetches them — the same batches without its per-batch machinery (on a 2-core CPU
+        machine a batch took 112–145 µs through the DataLoader, 60 µs fetched directly; a graph-mode step on an
+        H200 is ~300 µs)."""
         loader = self.megatron_loader(mode, consumed_samples, rank, world_size)
         if loader.num_workers or loader.pin_memory:
             yield from loader
