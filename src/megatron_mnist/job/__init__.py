@@ -6,8 +6,9 @@ These import the training stack (torch, NeMo Lightning, megatron-core) — only 
 recipe points at them by name (``run.Config(builders.trainer, ...)``), so composing one imports nothing heavy.
 """
 
-from megatron_mnist.job.process import without_megatrons_unified_memory_build
+from megatron_mnist.job.process import reproducible_cpu_math, without_megatrons_unified_memory_build
 from megatron_mnist.job.progress_file import note
 
 note("importing")  # a job's first seconds (torch, NeMo, megatron-core): said on the launcher's line, not a bare RUNNING
 without_megatrons_unified_memory_build()  # before anything in the job imports megatron-core
+reproducible_cpu_math()  # before torch's first matrix multiply

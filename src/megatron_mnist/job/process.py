@@ -1,5 +1,6 @@
 """What a job does to its own process before it trains: torch-free at import."""
 
+import os
 import sys
 
 _UNIFIED_MEMORY = "megatron.core.inference.unified_memory"
@@ -23,6 +24,17 @@ def without_megatrons_unified_memory_build() -> None:
 
     stub.create_unified_mempool = create_unified_mempool
     sys.modules[_UNIFIED_MEMORY] = stub
+
+
+def reproducible_cpu_math() -> None:
+    """Intel MKL (torch's CPU matrix multiplies on x86) picks its code paths at run time and, outside its
+    Conditional Numerical Reproducibility mode (``MKL_CBWR``), may round differently from one run to the next on one
+    machine (psi4 and Caffe report it; both set ``MKL_CBWR=AUTO``). This package promises the same losses bit for bit
+    from one recipe and seed, and CI once saw two CPU runs differ by one float32 ulp (1.5e-8) in 4 of 20 logged
+    losses; this machine never reproduced it, so MKL is the likely source, not a proven one. ``AUTO`` keeps MKL to
+    one path for this CPU in every run. MKL reads it at its first call, so setting it here, before torch does any
+    math, is in time (tests/unit/test_process.py reads MKL's mode back). A user's own ``MKL_CBWR`` wins."""
+    os.environ.setdefault("MKL_CBWR", "AUTO")
 
 
 def freeze_heap() -> None:
