@@ -9,6 +9,9 @@ The same model (784→64→ReLU→3→64→784, bf16 autocast / bf16-mixed), MSE
   (a0) the recipe with the data module's classic per-item DataLoader (``data.device_resident=False``)
   (m)  the recipe under the megatron engine (``trainer.loop=megatron``: our loop over megatron-core), eager
   (g)  the same in graph mode (``trainer.cuda_graph=true``: the whole step in one CUDA graph)
+  (g_copy) graph mode with its batches gathered outside the graph (an index tensor from a list, three gathers) and
+       copied into the captured step's static buffers, as before the graph gathered them itself (the index lookups,
+       one per item then, stay vectorised here)
   (m_prev), (g_prev) the megatron engine as it was before its step was cut down (torch's multi-tensor capturable
        Adam, and megatron-core's reduce-scatter and all-gather on one rank); (m_foreach), (m_collectives): only one
        of the two put back, for the cost of each
@@ -52,7 +55,7 @@ from torch import nn
 from megatron_mnist.data.dataset import MNISTCustom
 from recipes.pretrain import pretrain
 
-VARIANTS = ("a", "a_prev", "a0", "m", "m_prev", "m_foreach", "m_collectives", "g", "g_prev", "b", "c", "d")
+VARIANTS = ("a", "a_prev", "a0", "m", "m_prev", "m_foreach", "m_collectives", "g", "g_prev", "g_copy", "b", "c", "d")
 
 
 class StepTimer(PipelineStepTimer):
@@ -94,12 +97,41 @@ def multi_tensor_capturable_adam(optimizer) -> None:
         group.update(capturable=True, fused=False, foreach=None)
 
 
-@contextlib.contextmanager
-def put_back(name: str):
-    """What the (m_prev) family puts back into the megatron engine for one run (its two step functions swapped)."""
+def copying_step():
+    """(g_copy): the engine's Step as it replayed before its graph gathered the batches: each micro-batch gathered
+    outside the graph, from the sampler's indices one by one, and copied into static buffers."""
     from megatron_mnist.job import megatron_engine
 
-    saved = megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives
+    class CopyingStep(megatron_engine.Step):
+        def capture(self, indices):
+            self.static = [{k: v.clone() for k, v in b.items()} for b in self.per_item_batches(indices)]
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, stream=torch.cuda.current_stream(), capture_error_mode="thread_local"):
+                self.loss_out = self.loss(self.eager(self.static))
+
+        def per_item_batches(self, indices):  # as MNISTCustom.__getitems__ took a list of ints
+            device = self.files.data.device
+            return [self.files.gather(torch.as_tensor(i.tolist(), dtype=torch.long).to(device, non_blocking=True))
+                    for i in indices]  # fmt: skip
+
+        def replay(self, indices):
+            for static, batch in zip(self.static, self.per_item_batches(indices), strict=True):
+                for key, value in batch.items():
+                    static[key].copy_(value, non_blocking=True)
+            self.graph.replay()
+            return self.loss_out
+
+    return CopyingStep
+
+
+@contextlib.contextmanager
+def put_back(name: str):
+    """What the (m_prev) family puts back into the megatron engine for one run (its step functions swapped)."""
+    from megatron_mnist.job import megatron_engine
+
+    saved = megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives, megatron_engine.Step
+    if name == "g_copy":
+        megatron_engine.Step = copying_step()
     if name in ("m_prev", "g_prev", "m_foreach"):
         megatron_engine.use_fused_capturable_adam = multi_tensor_capturable_adam
     if name in ("m_prev", "g_prev", "m_collectives"):
@@ -107,7 +139,8 @@ def put_back(name: str):
     try:
         yield
     finally:
-        megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives = saved
+        (megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives,
+         megatron_engine.Step) = saved  # fmt: skip
 
 
 class EngineStepTimer:

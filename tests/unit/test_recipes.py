@@ -85,3 +85,16 @@ def test_each_value_constraint_has_one_home_read_before_submit_and_on_the_node(k
         check_recipe(recipe, check_paths=False)
     assert str(before_submit.value) == str(on_the_node.value) == f"{key}={bad!r} {builders.CONSTRAINTS[key][1]}"
     builders.check_value(key, None)  # unset is fine
+
+
+def test_graph_mode_without_the_digits_on_the_gpu_is_refused_before_submit_and_on_the_node():
+    from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe
+
+    recipe = pretrain(name="g")
+    recipe.trainer.loop, recipe.trainer.cuda_graph, recipe.trainer.accelerator = "megatron", True, "gpu"
+    check_recipe(recipe, check_paths=False, executor_gpus=1)  # the digits on the GPU: fine
+    recipe.data.device_resident = False
+    with pytest.raises(RecipeError, match="needs data.device_resident=true"):
+        check_recipe(recipe, check_paths=False, executor_gpus=1)
+    with pytest.raises(ValueError, match="needs data.device_resident=true"):
+        builders.check_graph_mode("megatron", True, "gpu", "bf16-mixed", device_resident=False)

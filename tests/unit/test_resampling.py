@@ -47,3 +47,11 @@ def test_epoch_index_and_unshuffled_order():
 def test_identity_wrapper_ignores_the_epoch():
     wrapped = IdentityMultiEpochDatasetWrapper(["a", "b", "c"])
     assert wrapped[EpochIndex(0, 2)] == wrapped[EpochIndex(7, 2)] == "c" and len(wrapped) == 3
+
+
+def test_item_indices_are_the_epoch_indices_in_one_lookup_across_epochs():
+    resampler = MultiEpochDatasetResampler(IdentityMultiEpochDatasetWrapper(range(7)), num_samples=40, seed=3)
+    for batch in ([0, 1, 2], [5, 6, 7, 8, 13, 14, 15], list(range(40)), []):  # within, across two and more epochs
+        assert resampler.item_indices(batch).tolist() == [resampler.epoch_index(i).idx for i in batch]
+    with pytest.raises(IndexError):
+        resampler.item_indices([39, 40])

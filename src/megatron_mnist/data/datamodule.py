@@ -1,13 +1,14 @@
 """The Lightning data module: splits, epoch-deterministic resampling and Megatron's micro/global batching."""
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from nemo.lightning.data import WrappedDataLoader
 from nemo.lightning.pytorch.plugins import MegatronDataSampler
 from torch.utils.data import Subset, default_collate, random_split
 
 from megatron_mnist.data.dataset import MNISTCustom
-from megatron_mnist.data.resampling import IdentityMultiEpochDatasetWrapper, MultiEpochDatasetResampler, fetch_many
+from megatron_mnist.data.resampling import IdentityMultiEpochDatasetWrapper, MultiEpochDatasetResampler
 from megatron_mnist.data.split import split_sizes
 
 
@@ -125,20 +126,37 @@ class MNISTDataModule(pl.LightningDataModule):
             world_size=world_size,
         )
 
+    def megatron_indices(self, mode: str, consumed_samples: int = 0, rank: int = 0, world_size: int = 1):
+        """:meth:`megatron_loader`'s micro-batches as the indices of their digits in the MNIST files (int64 arrays):
+        Megatron's sampler, then the epoch's permutation and the train/val split, one vectorised lookup each. What
+        :meth:`files`' ``gather`` turns into the batches — in a CUDA graph too, from a buffer of indices."""
+        loader = self.megatron_loader(mode, consumed_samples, rank, world_size)
+        if mode == "predict":
+            for indices in loader.batch_sampler:
+                yield np.asarray(indices, dtype=np.int64)
+            return
+        resampler = loader.dataset  # MultiEpochDatasetResampler(IdentityMultiEpochDatasetWrapper(Subset(MNIST)))
+        split = np.asarray(resampler.dataset.dataset.indices, dtype=np.int64)
+        for indices in loader.batch_sampler:
+            yield split[resampler.item_indices(indices)]
+
+    def files(self, mode: str) -> MNISTCustom:
+        """The MNIST files ``mode``'s indices point into: the training files (train and validation), the test files
+        (predict); their ``gather`` turns indices into a batch, on the device the digits live on."""
+        return self._predict_ds if mode == "predict" else self._train_ds.dataset.dataset.dataset
+
     def megatron_batches(self, mode: str, consumed_samples: int = 0, rank: int = 0, world_size: int = 1):
         """:meth:`megatron_loader`'s batches, for the megatron engine's loop: where no worker process or pinning
-        has work to do (the digits gathered in place), the sampler's indices fetched directly, as torch's
-        single-process DataLoader fetches them — the same batches without its per-batch machinery (on a 2-core CPU
-        machine a batch took 112–145 µs through the DataLoader, 60 µs fetched directly; a graph-mode step on an
-        H200 is ~300 µs)."""
-        loader = self.megatron_loader(mode, consumed_samples, rank, world_size)
-        if loader.num_workers or loader.pin_memory:
-            yield from loader
+        has work to do (the digits gathered in place), :meth:`megatron_indices` gathered directly — the same
+        batches without the DataLoader's per-batch machinery (on a 2-core CPU machine a batch took 112–145 µs
+        through the DataLoader, 60 µs fetched directly; a graph-mode step on an H200 is ~300 µs)."""
+        if not self.device_resident:  # the classic per-item DataLoader, its workers and pinning
+            yield from self.megatron_loader(mode, consumed_samples, rank, world_size)
             return
-        for indices in loader.batch_sampler:
-            yield loader.collate_fn(fetch_many(loader.dataset, indices))
+        files = self.files(mode)
+        for indices in self.megatron_indices(mode, consumed_samples, rank, world_size):
+            yield files.gather(torch.from_numpy(indices).to(files.data.device, non_blocking=True))
 
-    # -- dataloaders (the strategy adds Megatron's batch sampler) ---------------------------------------------------
     def _dataloader(self, dataset, mode: str) -> WrappedDataLoader:
         # Batches gathered in place need no workers and no pinning; worker processes cannot use CUDA anyway.
         workers = 0 if self.device_resident else self.num_workers

@@ -83,6 +83,22 @@ class MultiEpochDatasetResampler(Dataset):
         epoch, offset = divmod(index, self.epoch_len)
         return EpochIndex(epoch, int(self.epoch_permutation(epoch)[offset]))
 
+    def item_indices(self, indices) -> np.ndarray:
+        """The per-epoch item index (``EpochIndex.idx``) of each of ``indices``, in one vectorised lookup: what
+        :meth:`epoch_index` gives one at a time, for a wrapped dataset whose items do not change with the epoch
+        (:class:`IdentityMultiEpochDatasetWrapper`)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and not (0 <= indices.min() and indices.max() < self.num_samples):
+            raise IndexError(f"indices out of range for {self.num_samples} samples")
+        epochs, offsets = np.divmod(indices, self.epoch_len)
+        if indices.size and epochs[0] == epochs[-1]:  # a batch within one epoch (all but one per epoch)
+            return self.epoch_permutation(int(epochs[0]))[offsets]
+        items = np.empty_like(offsets)
+        for epoch in np.unique(epochs):
+            at = epochs == epoch
+            items[at] = self.epoch_permutation(int(epoch))[offsets[at]]
+        return items
+
     def __getitem__(self, index: int):
         return self.dataset[self.epoch_index(index)]
 

@@ -251,9 +251,17 @@ def trainer(
     return engine.make_trainer(settings)
 
 
-def check_graph_mode(loop: str, cuda_graph: bool, accelerator: str, precision: Optional[str] = None) -> None:
-    """Graph mode is the megatron loop's, on a GPU, in bf16 or fp32 (the launcher checks the same before
-    submitting): fp16's loss scaling reads the gradients' overflow on the host every step, which a graph cannot."""
+GRAPH_NEEDS_RESIDENT_DATA = (
+    "trainer.cuda_graph=true gathers each step's digits on the GPU inside the graph: it needs "
+    "data.device_resident=true (the digits kept on the GPU)"
+)
+
+
+def check_graph_mode(loop: str, cuda_graph: bool, accelerator: str, precision: Optional[str] = None,
+                     device_resident: bool = True) -> None:  # fmt: skip
+    """Graph mode is the megatron loop's, on a GPU, in bf16 or fp32, over digits kept on the GPU (the launcher
+    checks the same before submitting): fp16's loss scaling reads the gradients' overflow on the host every step,
+    which a graph cannot; the graph gathers each step's digits itself."""
     if cuda_graph and loop != "megatron":
         raise ValueError("trainer.cuda_graph=true needs trainer.loop=megatron (the Lightning loop runs eagerly)")
     if cuda_graph and accelerator != "gpu":
@@ -263,6 +271,8 @@ def check_graph_mode(loop: str, cuda_graph: bool, accelerator: str, precision: O
             "trainer.cuda_graph=true with trainer.precision=16-mixed: fp16's loss scaling reads the gradients' "
             "overflow on the host every step, which a CUDA graph cannot (use bf16-mixed or 32)"
         )
+    if cuda_graph and not device_resident:
+        raise ValueError(GRAPH_NEEDS_RESIDENT_DATA)
 
 
 @dataclass

@@ -13,7 +13,8 @@ validation, logs and checkpoints at the recipe's cadence.
   ``dist_checkpointing``. Adam is torch's fused, *capturable* formulation (one kernel, its step counters and bias
   correction on the GPU), in eager and graph mode alike, so that a captured step computes what the eager one does.
   On one rank the reduce-scatter and all-gather, identities there, are skipped. With
-  ``trainer.cuda_graph`` the whole step is captured in one CUDA graph after a few eager steps and replayed.
+  ``trainer.cuda_graph`` the whole step, the gathers of its batch included, is captured in one CUDA graph after a
+  few eager steps and replayed: per step only its indices are copied in.
 - CPU: the same loop with torch's DDP over gloo (several ranks) and torch's Adam, fp32, and Lightning-format
   ``.ckpt`` files, so CI trains it; per step and per validation it computes what the Lightning engine does, bit for
   bit (tests/e2e/test_megatron_engine.py).
@@ -34,10 +35,11 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from megatron_mnist.checkpoint_paths import last_checkpoint, write_context
-from megatron_mnist.job.builders import Adam, ResumeSettings, RunFolder, TrainerSettings
+from megatron_mnist.job.builders import GRAPH_NEEDS_RESIDENT_DATA, Adam, ResumeSettings, RunFolder, TrainerSettings
 from megatron_mnist.job.preemption import StopSignals
 from megatron_mnist.job.process import freeze_heap
 from megatron_mnist.job.progress_file import note, writer_from_environment
@@ -251,13 +253,28 @@ def data_parallel_mean(value: torch.Tensor, parts: Parts) -> torch.Tensor:
 
 # -- the loop ---------------------------------------------------------------------------------------------------------
 class Step:
-    """One optimizer step over ``micro_batches`` micro-batches: eager, or replayed from a CUDA graph."""
+    """One optimizer step over ``micro_batches`` micro-batches of ``files``' digits, given as their indices (the data
+    module's ``megatron_indices``): eager, or replayed from a CUDA graph that gathers them itself."""
 
-    def __init__(self, parts: Parts, settings: TrainerSettings, micro_batches: int, micro_batch_size: int):
-        self.parts, self.micro_batches, self.micro_batch_size = parts, micro_batches, micro_batch_size
+    STAGING = 4  # pinned buffers the indices go through to the GPU in graph mode: the host may run that far ahead
+
+    def __init__(self, parts: Parts, micro_batches: int, micro_batch_size: int, files):
+        self.parts, self.micro_batches, self.micro_batch_size, self.files = (
+            parts,
+            micro_batches,
+            micro_batch_size,
+            files,
+        )
         self.graph = None
-        self.static: list[dict] | None = None  # the captured step's input buffers, one per micro-batch
+        self.static_index = None  # graph mode: the step's indices, all micro-batches, read by the captured gathers
         self.loss_out = None
+
+    def batches(self, indices: list) -> list[dict]:
+        """The micro-batches at ``indices``, gathered where the digits live and put on the model's device (the
+        same place unless ``data.device_resident=false``)."""
+        where = self.files.data.device
+        return [on(self.parts.device, self.files.gather(torch.from_numpy(i).to(where, non_blocking=True)))
+                for i in indices]  # fmt: skip
 
     def eager(self, batches: list[dict]) -> list[dict]:
         """The step, eagerly; the loss reduction's per-micro-batch reports (see :meth:`loss`)."""
@@ -282,22 +299,35 @@ class Step:
         step), not on every step."""
         return outcome if isinstance(outcome, torch.Tensor) else self.parts.reduction.reduce(outcome).detach()
 
-    def capture(self, batches: list[dict]) -> None:
-        """Capture the whole step — zero, forward and backward, finalize (reduce-scatter), the optimizer — reading
-        its micro-batches from static buffers (the data gathered outside the graph is copied in before a replay)."""
-        self.static = [{key: value.clone() for key, value in batch.items()} for batch in batches]
+    def capture(self, indices: list) -> None:
+        """Capture the whole step — the gathers of its micro-batches from :attr:`static_index`, zero, forward and
+        backward, finalize (reduce-scatter), the optimizer — so that a replay needs only the step's indices copied
+        in: one small host-to-device copy per step, the batches gathered on the GPU inside the graph."""
+        self.static_index = torch.from_numpy(np.concatenate(indices)).to(self.parts.device)
+        self.staging = [torch.empty_like(self.static_index, device="cpu").pin_memory() for _ in range(self.STAGING)]
+        self.staged = [torch.cuda.Event() for _ in range(self.STAGING)]
+        self.turn = 0
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: a CUDA call of another thread during the capture (NCCL's watchdog polls its events) does not
         # invalidate it, as it can in torch's default global mode
         with torch.cuda.graph(self.graph, stream=torch.cuda.current_stream(), capture_error_mode="thread_local"):
-            self.loss_out = self.loss(self.eager(self.static))
+            batches = [self.files.gather(index) for index in self.static_index.split(self.micro_batch_size)]
+            self.loss_out = self.loss(self.eager(batches))
 
-    def replay(self, batches: list[dict]) -> torch.Tensor:
-        for static, batch in zip(self.static, batches, strict=True):
-            for key, value in batch.items():
-                static[key].copy_(value, non_blocking=True)
+    def replay(self, indices: list) -> torch.Tensor:
+        staging, staged = self.staging[self.turn], self.staged[self.turn]
+        self.turn = (self.turn + 1) % self.STAGING
+        staged.synchronize()  # the copy that last read this pinned buffer (STAGING steps ago) has run
+        np.concatenate(indices, out=staging.numpy())
+        self.static_index.copy_(staging, non_blocking=True)
+        staged.record()
         self.graph.replay()
         return self.loss_out
+
+
+def on(device: torch.device, batch: dict) -> dict:
+    """``batch`` on ``device`` (nothing to do where it was gathered there)."""
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
 @dataclass
@@ -343,6 +373,8 @@ class RunLogs:
 def train(model, data, trainer: MegatronLoop, optim: Adam, log: RunFolder, resume: ResumeSettings, seed: int):
     """Train; the run's summary on global rank 0 (None on the other ranks)."""
     settings = trainer.settings
+    if settings.cuda_graph and not data.device_resident:  # a Python recipe, not checked by the launcher
+        raise ValueError(GRAPH_NEEDS_RESIDENT_DATA)
     rank, world = init_process_group(settings, seed)
     seed_everything(seed)
     graph_stream = torch.cuda.Stream() if settings.cuda_graph else None
@@ -390,21 +422,21 @@ def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir:
     signals = StopSignals()
     signals.install()
     interval = min(settings.val_check_interval, settings.max_steps)
-    step = Step(parts, settings, micro_batches, data.micro_batch_size)
-    batches = iter(data.megatron_batches("train", state.consumed_samples, parts.dp_rank, parts.dp_size))
+    step = Step(parts, micro_batches, data.micro_batch_size, data.files("train"))
+    indices = iter(data.megatron_indices("train", state.consumed_samples, parts.dp_rank, parts.dp_size))
     train_loss, saved_at, done_here = None, None, 0
     started = time.monotonic()
     if progress:
         progress.write("training", state.step, settings.max_steps, None, state.val_loss)
     try:
         while state.step < settings.max_steps:
-            step_batches = [next(batches) for _ in range(micro_batches)]
+            step_indices = [next(indices) for _ in range(micro_batches)]
             if step.graph is not None:
-                outcome = step.replay(step_batches)
+                outcome = step.replay(step_indices)
             else:
-                outcome = step.eager(step_batches)
+                outcome = step.eager(step.batches(step_indices))
                 if settings.cuda_graph and done_here + 1 == CAPTURE_WARMUP_STEPS:
-                    step.capture(step_batches)  # records the step (runs nothing): it replays from the next step on
+                    step.capture(step_indices)  # records the step (runs nothing): it replays from the next step on
             done_here += 1
             logged_step = state.step  # Lightning's label of this step's row: the steps done before it
             state.step += 1
@@ -479,6 +511,7 @@ def validate(parts: Parts, data, settings: TrainerSettings) -> float | None:
     for index, batch in enumerate(data.megatron_batches("validation", 0, parts.dp_rank, parts.dp_size)):
         if settings.limit_val_batches is not None and index >= settings.limit_val_batches:
             break
+        batch = on(parts.device, batch)
         reported = parts.forward_backward(
             forward_step_func=partial(forward_step, parts.reduction),
             data_iterator=iter([batch]),
@@ -613,6 +646,7 @@ def predict(model, data, trainer: MegatronLoop, log: RunFolder) -> tuple[Path, d
     freeze_heap()
     reduction, outputs = PassthroughLossReduction(), []
     for batch in data.megatron_batches("predict", 0, rank, world):
+        batch = on(device, batch)
         outputs.append(reduction.forward(batch, net(batch["data"]))[1])
     merged = reduction.reduce(outputs)
     # reconstructions are large and recomputable: keep what a report needs, in fp32 on the CPU

@@ -169,7 +169,7 @@ def check_recipe(
             builders.resolve_precision(_get(recipe, "trainer.precision"), where)
             builders.check_graph_mode(
                 _get(recipe, "trainer.loop", engines.DEFAULT), bool(_get(recipe, "trainer.cuda_graph")), where,
-                _get(recipe, "trainer.precision"),
+                _get(recipe, "trainer.precision"), _get(recipe, "data.device_resident") is not False,
             )  # fmt: skip
         except ValueError as e:
             raise RecipeError(f"{e} (the job would run on a {where.upper()})") from None
