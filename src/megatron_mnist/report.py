@@ -85,14 +85,24 @@ def reconstruct(weights: dict[str, torch.Tensor], images: torch.Tensor) -> torch
 
 
 def plot_reconstructions(images: torch.Tensor, rebuilt: torch.Tensor, labels: torch.Tensor, path: Path) -> None:
-    fig, axes = plt.subplots(2, len(images), figsize=(len(images) * 0.9, 2.2))
-    for i in range(len(images)):
+    """The digits above their reconstructions, drawn as one picture (a grid of 2 × n tiles): one image and n labels
+    instead of 2n axes, which took most of a report's drawing time (1.1 s of 3.5 s on a 2-core machine)."""
+    n, gap = len(images), 2
+    grid = torch.ones(2 * 28 + gap, n * (28 + gap) - gap)  # white between the tiles
+    for i in range(n):
         for row, picture in enumerate((images[i], rebuilt[i])):
-            axes[row, i].imshow(picture.reshape(28, 28).clamp(0, 1), cmap="gray", vmin=0, vmax=1)
-            axes[row, i].axis("off")
-        axes[0, i].set_title(str(int(labels[i])), fontsize=8)
-    fig.suptitle("held-out digits (top) and their reconstructions (bottom)", fontsize=9)
-    fig.tight_layout()
+            top, left = row * (28 + gap), i * (28 + gap)
+            grid[top : top + 28, left : left + 28] = picture.reshape(28, 28).clamp(0, 1)
+    fig, ax = plt.subplots(figsize=(n * 0.9, 2.2))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([i * (28 + gap) + 13.5 for i in range(n)], [str(int(label)) for label in labels], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    fig.suptitle("held-out digits (top) and their reconstructions (bottom)", fontsize=9, y=0.98)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.8)  # room for the labels and the title
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

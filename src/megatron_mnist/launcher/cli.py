@@ -27,11 +27,8 @@ import logging
 import re
 import sys
 import time
-import warnings
 from pathlib import Path
 
-# torch (imported by NeMo-Run) warns about pynvml on every start: noise on the console, nothing a user can act on
-warnings.filterwarnings("ignore", message="The pynvml package is deprecated")
 # NeMo-Run's argument parser logs each error before raising it, with its context dicts: we print the one line
 logging.getLogger("nemo_run.cli.cli_parser").setLevel(logging.CRITICAL)
 import fiddle as fdl  # noqa: E402
@@ -52,7 +49,7 @@ from megatron_mnist.executors.local_machine import job_processes  # noqa: E402
 from megatron_mnist.job import engines  # noqa: E402
 from megatron_mnist.job.api import predict, train  # noqa: E402
 from megatron_mnist.job.builders import MAX_STEPS  # noqa: E402
-from megatron_mnist.launcher import moved_modules, nemo_run_private  # noqa: E402
+from megatron_mnist.launcher import moved_modules, nemo_run_private, report_command  # noqa: E402
 from megatron_mnist.launcher.config_files import ConfigFileError, load_recipe  # noqa: E402
 from megatron_mnist.launcher.preflight import PreflightError, check_name  # noqa: E402
 from megatron_mnist.launcher.recipe_checks import RecipeError, check_overrides  # noqa: E402
@@ -630,20 +627,7 @@ def check(
         fail(str(e).splitlines()[0])
 
 
-@app.command("report")
-def report(
-    run_dir: Path,
-    out: Path = typer.Option(None, help="where the pictures and index.html go (default: RUN_DIR/report)"),
-):
-    """Pictures of runs and an index.html: loss curves, digits and reconstructions, the 3-d embedding, the confusion
-    matrix. RUN_DIR is a run folder or a folder of runs (e.g. runs/pipeline)."""
-    from megatron_mnist.report import write_report
-
-    try:
-        index = write_report(run_dir, out)
-    except FileNotFoundError as e:
-        fail(str(e))
-    console.print(f"report: {index}", highlight=False, soft_wrap=True)
+app.command("report")(report_command.report)  # also run without this module: see entry
 
 
 def refuse_an_empty_name(argv: list[str]) -> None:
