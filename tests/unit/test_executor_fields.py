@@ -10,7 +10,8 @@ import nemo_run as run
 import pytest
 
 from megatron_mnist import executors
-from megatron_mnist.executors.fields import FieldError, check_fields
+from megatron_mnist.executors import check_fields
+from megatron_mnist.executors.fields import FieldError
 from megatron_mnist.executors.slurm_cluster import python_envs, quote_for_the_script
 from megatron_mnist.job import builders
 from megatron_mnist.launcher.recipe_checks import RecipeError, check_overrides, check_run_name

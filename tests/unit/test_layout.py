@@ -68,3 +68,57 @@ def test_the_executor_kinds_import_nothing_of_the_launcher_above_them():
             upward += [f"{path.name}: {n}" for n in names if n.startswith("megatron_mnist.launcher")]
     assert not upward
     assert len(list(folder.glob("*.py"))) > 3  # the walk saw the kinds' modules
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the package's modules it imports, at the top or inside a function (a loop closed by a function's
+    import still ties the two modules together). ``from package import name`` is an edge to the submodule when
+    ``name`` is one, else to the package (its ``__init__``)."""
+    import ast
+
+    modules = {}
+    for path in SRC.rglob("*.py"):
+        parts = ("megatron_mnist", *path.relative_to(SRC).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def known(name: str) -> str:
+        while name not in modules and "." in name:
+            name = name.rsplit(".", 1)[0]
+        return name if name in modules else ""
+
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                           for a in node.names]  # fmt: skip
+            else:
+                continue
+            graph[name] |= {t for target in targets if (t := known(target)) and t != name}
+    return graph
+
+
+def test_the_import_graph_has_no_loops_but_the_submit_facade():
+    """The package imports downwards only; the one arrow up is ``megatron_mnist.submit`` (the root package's lazy
+    facade over the launcher's submission). Before: the executor kinds imported the launcher for an error class,
+    and ``executors.fields`` its own registry."""
+    graph = import_graph()
+    graph["megatron_mnist"].discard("megatron_mnist.launcher.submission")  # the facade, imported on first use
+    loops, done = [], set()
+
+    def walk(name: str, path: list[str]) -> None:  # depth first; a module met again on the path closes a loop
+        if name in path:
+            loops.append(path[path.index(name) :] + [name])
+            return
+        if name in done:
+            return
+        for target in sorted(graph[name]):
+            walk(target, [*path, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        walk(name, [])
+    assert not loops, " | ".join(" -> ".join(loop) for loop in loops[:5])
+    assert len(graph) > 50 and sum(map(len, graph.values())) > 100  # the walk saw the package

@@ -13,6 +13,7 @@ beside these and one entry in :data:`KINDS`.
 
 from megatron_mnist.executors import docker_engine, local_machine, slurm_cluster
 from megatron_mnist.executors.base import ExecutorKind
+from megatron_mnist.executors.fields import FieldError
 from megatron_mnist.executors.packaging import SourcePackager, describe_source
 
 KINDS: dict[str, ExecutorKind] = {
@@ -37,4 +38,15 @@ def kind_of(executor) -> ExecutorKind:
     )
 
 
-__all__ = ["KINDS", "FACTORIES", "ExecutorKind", "SourcePackager", "UnknownExecutor", "describe_source", "kind_of"]
+def check_fields(executor) -> None:
+    """Raise :class:`~megatron_mnist.executors.fields.FieldError` for the first field that cannot be submitted
+    safely (the rules of the executor's kind, in its module); an executor of another kind is refused."""
+    try:
+        kind = kind_of(executor)
+    except UnknownExecutor as e:
+        raise FieldError(str(e)) from None
+    kind.check_fields(executor)
+
+
+__all__ = ["KINDS", "FACTORIES", "ExecutorKind", "SourcePackager", "UnknownExecutor", "check_fields",
+           "describe_source", "kind_of"]  # fmt: skip

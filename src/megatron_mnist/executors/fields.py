@@ -16,7 +16,7 @@ arguments) but a newline inside a quoted ``#SBATCH`` value still starts a new sc
 - ``setup_lines`` is the one field that is shell code by design (``module load ...``): it is the user's own script.
 
 This module holds the rules' vocabulary; each executor kind applies them to its fields (``check_fields`` in its
-module under ``megatron_mnist/executors/``). :func:`check_fields` runs before every submission, dry run and
+module under ``megatron_mnist/executors/``). ``executors.check_fields`` runs before every submission, dry run and
 ``check`` — also with ``--skip-checks``, as names do.
 """
 
@@ -97,15 +97,3 @@ def check_env(key: str, env: dict) -> None:
     for name, value in (env or {}).items():
         if not ENV_KEY.fullmatch(str(name)):
             refuse(f"{key}[{name!r}]", value, "an environment variable name of letters, digits and _")
-
-
-def check_fields(executor) -> None:
-    """Raise :class:`FieldError` for the first field that cannot be submitted safely (the rules of the executor's
-    kind, in its module under ``megatron_mnist/executors/``); an executor of another kind is refused."""
-    from megatron_mnist.executors import UnknownExecutor, kind_of
-
-    try:
-        kind = kind_of(executor)
-    except UnknownExecutor as e:
-        raise FieldError(str(e)) from None
-    kind.check_fields(executor)

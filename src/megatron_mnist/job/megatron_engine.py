@@ -259,14 +259,11 @@ class Step:
     STAGING = 4  # pinned buffers the indices go through to the GPU in graph mode: the host may run that far ahead
 
     def __init__(self, parts: Parts, micro_batches: int, micro_batch_size: int, files):
-        self.parts, self.micro_batches, self.micro_batch_size, self.files = (
-            parts,
-            micro_batches,
-            micro_batch_size,
-            files,
-        )
+        self.parts, self.files = parts, files
+        self.micro_batches, self.micro_batch_size = micro_batches, micro_batch_size
         self.graph = None
         self.static_index = None  # graph mode: the step's indices, all micro-batches, read by the captured gathers
+        self.staging, self.staged, self.turn = [], [], 0  # graph mode: pinned buffers, their copies' events
         self.loss_out = None
 
     def batches(self, indices: list) -> list[dict]:
@@ -306,7 +303,6 @@ class Step:
         self.static_index = torch.from_numpy(np.concatenate(indices)).to(self.parts.device)
         self.staging = [torch.empty_like(self.static_index, device="cpu").pin_memory() for _ in range(self.STAGING)]
         self.staged = [torch.cuda.Event() for _ in range(self.STAGING)]
-        self.turn = 0
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: a CUDA call of another thread during the capture (NCCL's watchdog polls its events) does not
         # invalidate it, as it can in torch's default global mode

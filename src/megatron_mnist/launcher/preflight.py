@@ -7,7 +7,8 @@ imports the training stack.
 
 from megatron_mnist import names
 from megatron_mnist.errors import PreflightError
-from megatron_mnist.executors.fields import FieldError, check_fields
+from megatron_mnist.executors import check_fields
+from megatron_mnist.executors.fields import FieldError
 
 __all__ = ["PreflightError", "check_executor", "check_executor_fields", "check_name"]
 
