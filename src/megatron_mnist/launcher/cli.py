@@ -39,8 +39,6 @@ run = import_nemo_run()  # before anything else imports it: without torch and th
 import typer  # noqa: E402
 from nemo_run.cli.api import Entrypoint, RunContext, RunContextError  # noqa: E402
 from nemo_run.cli.cli_parser import CLIException, parse_cli_args  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.markup import escape  # noqa: E402
 from torchx.specs import AppState  # noqa: E402
 
 from megatron_mnist import executors  # noqa: E402  (executors registers executor=local|...)
@@ -51,6 +49,7 @@ from megatron_mnist.job.api import predict, train  # noqa: E402
 from megatron_mnist.job.builders import MAX_STEPS  # noqa: E402
 from megatron_mnist.launcher import moved_modules, nemo_run_private, report_command  # noqa: E402
 from megatron_mnist.launcher.config_files import ConfigFileError, load_recipe  # noqa: E402
+from megatron_mnist.launcher.console import console, fail  # noqa: E402
 from megatron_mnist.launcher.preflight import PreflightError, check_name  # noqa: E402
 from megatron_mnist.launcher.recipe_checks import RecipeError, check_overrides  # noqa: E402
 from megatron_mnist.launcher.submission import (  # noqa: E402
@@ -78,8 +77,6 @@ from recipes.pretrain import pretrain  # noqa: E402
 
 moved_modules.install()  # experiments and YAML files saved before the launcher/job split name the old modules
 nemo_run_private.scan_scheduler_entry_points_once()
-console = Console()
-errors = Console(stderr=True)
 
 
 def parse_error(e: Exception, args: list[str] = (), prefix: str = "") -> str:
@@ -91,13 +88,6 @@ def parse_error(e: Exception, args: list[str] = (), prefix: str = "") -> str:
         e = e.__cause__
     line = str(e).splitlines()[0].split(" (Argument: ")[0] if str(e) else type(e).__name__
     return f"{prefix}{named}: {line}" if named else line
-
-
-def fail(message: str) -> None:
-    """One line on stderr, exit status 2: bad input, found before anything ran."""
-    # escaped: a value such as [digit_classifier] is the user's text, not rich markup (it vanished from the line)
-    errors.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
-    sys.exit(2)
 
 
 def prepare_submission(name: str, executor, stages: dict[str, run.Partial], skip_checks: bool = False,

@@ -2,12 +2,11 @@
 executors (``entry`` runs it before importing ``cli``, ~1 s less on a 2-core machine); ``cli`` lists it with the
 rest."""
 
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
+
+from megatron_mnist.launcher.console import console, fail
 
 
 def report(
@@ -21,10 +20,8 @@ def report(
     try:
         index = write_report(run_dir, out)
     except FileNotFoundError as e:
-        # one line, exit 2, as cli's fail() says it
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    Console().print(f"report: {index}", highlight=False, soft_wrap=True)
+        fail(str(e))
+    console.print(f"report: {index}", highlight=False, soft_wrap=True)
 
 
 def run(argv: list[str]) -> None:
