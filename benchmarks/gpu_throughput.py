@@ -110,9 +110,7 @@ def copying_step():
                 self.loss_out = self.loss(self.eager(self.static))
 
         def per_item_batches(self, indices):  # as MNISTCustom.__getitems__ took a list of ints
-            device = self.files.data.device
-            return [self.files.gather(torch.as_tensor(i.tolist(), dtype=torch.long).to(device, non_blocking=True))
-                    for i in indices]  # fmt: skip
+            return [self.files.gather(i.tolist()) for i in indices]
 
         def replay(self, indices):
             for static, batch in zip(self.static, self.per_item_batches(indices), strict=True):

@@ -155,7 +155,7 @@ class MNISTDataModule(pl.LightningDataModule):
             return
         files = self.files(mode)
         for indices in self.megatron_indices(mode, consumed_samples, rank, world_size):
-            yield files.gather(torch.from_numpy(indices).to(files.data.device, non_blocking=True))
+            yield files.gather(indices)
 
     def _dataloader(self, dataset, mode: str) -> WrappedDataLoader:
         # Batches gathered in place need no workers and no pinning; worker processes cannot use CUDA anyway.

@@ -53,11 +53,13 @@ class MNISTCustom(MNIST):
     def __getitems__(self, indices: list[int]) -> MnistItem:
         """A whole batch in one gather (the DataLoader calls this when it exists): the items ``__getitem__`` gives,
         already collated, on the device the images live on (see :meth:`to`)."""
-        return self.gather(torch.as_tensor(indices, dtype=torch.long).to(self.data.device, non_blocking=True))
+        return self.gather(indices)
 
-    def gather(self, index: torch.Tensor) -> MnistItem:
-        """The batch of the items at ``index`` (a long tensor on the digits' device): indexing only, so a CUDA
-        graph can capture it reading ``index`` from a buffer."""
+    def gather(self, indices) -> MnistItem:
+        """The batch of the items at ``indices`` (a list, an int64 array, or a long tensor), on the digits' device.
+        Given a long tensor already there, it is indexing only — no copy, no new tensor — so a CUDA graph can
+        capture it reading its indices from a buffer."""
+        index = torch.as_tensor(indices, dtype=torch.long).to(self.data.device, non_blocking=True)
         return {"data": self.data[index], "label": self.targets[index], "idx": index}
 
     def to(self, device: torch.device | str) -> "MNISTCustom":

@@ -269,9 +269,7 @@ class Step:
     def batches(self, indices: list) -> list[dict]:
         """The micro-batches at ``indices``, gathered where the digits live and put on the model's device (the
         same place unless ``data.device_resident=false``)."""
-        where = self.files.data.device
-        return [on(self.parts.device, self.files.gather(torch.from_numpy(i).to(where, non_blocking=True)))
-                for i in indices]  # fmt: skip
+        return [on(self.parts.device, self.files.gather(i)) for i in indices]
 
     def eager(self, batches: list[dict]) -> list[dict]:
         """The step, eagerly; the loss reduction's per-micro-batch reports (see :meth:`loss`)."""
