@@ -33,6 +33,20 @@ def train(log_dir: Path, name: str, *extra: str) -> Path:
     return log_dir / name
 
 
+def last_checkpoint_step(run: Path, at_least: int, running=lambda: True) -> int:
+    """Wait for the run's last checkpoint to reach ``at_least`` steps and return its step. Each save replaces the
+    last one, and on CPU the next can come a few tens of milliseconds later: wait for any step at or past
+    ``at_least``, never for one name (a 0.1 s poll missed step=50 in CI and requeued a finished job)."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        steps = [int(p.name.split("-")[0].removeprefix("step=")) for p in run.glob("checkpoints/step=*-last.ckpt")]
+        if steps and max(steps) >= at_least:
+            return max(steps)
+        assert running(), "the run ended before the signal"
+        time.sleep(0.02)
+    raise AssertionError(f"no last checkpoint at step {at_least} or later in {run} after 300 s")
+
+
 def same(a: Path, b: Path, column: str = "train_loss") -> None:
     compared = launch("compare", str(a), str(b), "--column", column)
     assert compared.returncode == 0, compared.stdout
@@ -67,10 +81,7 @@ def test_sigkill_and_sigterm_then_the_same_command_resumes_bit_for_bit(tmp_path)
                                                             "trainer.loop=megatron", "--direct")]  # fmt: skip
     for sig, after in ((signal.SIGKILL, 20), (signal.SIGTERM, 50)):
         job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.time() + 300
-        while not list((tmp_path / "r").glob(f"checkpoints/step={after}-*-last.ckpt")) and time.time() < deadline:
-            assert job.poll() is None, "the run ended before the signal"
-            time.sleep(0.02)
+        last_checkpoint_step(tmp_path / "r", after, running=lambda job=job: job.poll() is None)
         os.killpg(job.pid, sig)  # SIGTERM: what Slurm sends on preemption or requeue (the job saves, then exits)
         job.wait(timeout=120)
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -109,21 +120,21 @@ def test_the_pipeline_under_the_megatron_loop(tmp_path):
 def test_a_requeued_slurm_job_resumes_where_it_stopped(tmp_path):
     from test_executors import INFRA, experiment_id_of, sh, slurm_job_ids_from_status
 
+    # 2,000 steps, a checkpoint every 100: the requeue lands while ~1,900 steps (seconds on CI's CPU) are still to go
+    steps = ["trainer.max_steps=2000", "trainer.val_check_interval=100", "trainer.loop=megatron"]
     sh("bash", str(INFRA / "slurm_up.sh"), timeout=900)
-    straight = train(tmp_path, "straight", "trainer.max_steps=300", "trainer.loop=megatron")
+    straight = train(tmp_path, "straight", *steps)
     slurm = ["executor=slurm", "executor.partition=debug", "executor.time=00:10:00"]
-    submitted = launch(*args(tmp_path, "requeued", "trainer.max_steps=300", "trainer.loop=megatron", *slurm,
-                             "--detach"))  # fmt: skip
+    submitted = launch(*args(tmp_path, "requeued", *steps, *slurm, "--detach"))
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-2000:]
     experiment = experiment_id_of(submitted.stdout)
     (job_id,) = slurm_job_ids_from_status(experiment)
-    deadline = time.time() + 300
-    while not list((tmp_path / "requeued").glob("checkpoints/step=50-*-last.ckpt")) and time.time() < deadline:
-        time.sleep(0.1)
+    at = last_checkpoint_step(tmp_path / "requeued", 100)
     sh("scontrol", "requeue", job_id)  # as a preemption does: SIGTERM, the job saves and exits, Slurm runs it again
+    assert at < 2000, f"the job had finished (step {at}) before the requeue"
     watched = launch("watch", experiment, "--every", "1", timeout=900)
     assert watched.returncode == 0, watched.stdout[-3000:] + watched.stderr[-2000:]
-    assert "steps: 300" in watched.stdout
-    assert [s for s, _ in logged(tmp_path / "requeued", "train_loss")] == list(range(300))
+    assert "steps: 2000" in watched.stdout
+    assert [s for s, _ in logged(tmp_path / "requeued", "train_loss")] == list(range(2000))
     assert len(list((tmp_path / "requeued").glob("csv_logs/version_*"))) == 2  # it stopped and ran again
     same(straight, tmp_path / "requeued")
