@@ -7,7 +7,8 @@ Data, not code paths — the training code never asks which one runs it. On the 
     python launch.py pretrain executor=slurm executor.partition=debug executor.time=00:10:00 ...
 
 Each kind's module holds its ``@run.cli.factory`` and an :class:`ExecutorKind` (its shape, field rules, pre-submit
-checks, last preparations). Adding a kind (NeMo-Run's Kubernetes, SkyPilot or Lepton executor, say) is a new module
+checks, last preparations, and how its jobs are followed up: their folder, logs, exit status, the scheduler's word,
+liveness). Adding a kind (NeMo-Run's Kubernetes, SkyPilot or Lepton executor, say) is a new module
 beside these and one entry in :data:`KINDS`.
 """
 

@@ -1,5 +1,6 @@
 """``executor=docker``: a container on this machine's Docker engine."""
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from megatron_mnist.errors import PreflightError
 from megatron_mnist.executors.base import ExecutorKind
 from megatron_mnist.executors.fields import IMAGE, SHM_SIZE, check_env, check_mount, every_field_one_line, refuse
 from megatron_mnist.executors.packaging import SourcePackager
+from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, PROGRESS_FILE
 
 
 def _venv_base(python_env: str) -> str:
@@ -138,6 +140,18 @@ def stop(job, hard: bool) -> bool:
     return subprocess.run(["docker", "kill", f"--signal={signal}", name], capture_output=True).returncode == 0
 
 
+def progress_path(executor: run.DockerExecutor) -> str:
+    """The container sees its job directory at NeMo-Run's mount point."""
+    return f"{CONTAINER_JOB_DIR}/{PROGRESS_FILE}"
+
+
+def exit_code(files: dict[str, str]) -> int | None:
+    """NeMo-Run's container command writes ``{"id": ..., "exit_code": "N"}`` to ``status_TASK.out`` as it ends."""
+    for text in files.values():
+        return int(json.loads(text)["exit_code"])
+    return None
+
+
 KIND = ExecutorKind(
     name="docker",
     executor_type=run.DockerExecutor,
@@ -147,4 +161,8 @@ KIND = ExecutorKind(
     preflight=preflight,
     prepare=mount_recipe_paths,
     stop=stop,
+    progress_path=progress_path,
+    log_names=("log_*.out",),  # the container's output, tee'd by NeMo-Run's command
+    status_names=("status_*.out",),
+    exit_code=exit_code,
 )

@@ -52,6 +52,12 @@ def job_processes(job_dir: str | Path) -> list[int]:
     return found
 
 
+def alive(job) -> bool:
+    """NeMo-Run's local scheduler forgets its jobs when the launcher that started them exits (and answers RUNNING
+    for one killed with it): whether a process of the job is still running here."""
+    return bool(job_processes(job.executor.job_dir))
+
+
 def stop(job, hard: bool) -> bool:
     """Signal the job's whole process tree: NeMo-Run's local scheduler starts each job in a session of its own (so
     a Ctrl-C on the launcher never reaches it), and its own cancel fails once the launcher that started it is gone
@@ -79,4 +85,6 @@ KIND = ExecutorKind(
     prepare=use_this_interpreter,
     stop=stop,
     pipeline_in_one_job=True,  # the stages run on this machine either way
+    log_names=("stderr.log", "stdout.log"),  # torchx's local scheduler: JOB_DIR/nemo_run/APP/ROLE/REPLICA/
+    alive=alive,
 )

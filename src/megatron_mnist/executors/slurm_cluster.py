@@ -11,7 +11,13 @@ from typing import Literal, Optional
 import nemo_run as run
 
 from megatron_mnist.errors import PreflightError
-from megatron_mnist.executors.base import ExecutorKind, this_machines_folder
+from megatron_mnist.executors.base import (
+    ExecutorKind,
+    JobFolder,
+    JobFolderUnreachable,
+    progress_in_job_dir,
+    this_machines_folder,
+)
 from megatron_mnist.executors.fields import (
     ENV_KEY,
     HOST,
@@ -29,6 +35,7 @@ from megatron_mnist.executors.fields import (
     refuse,
 )
 from megatron_mnist.executors.packaging import SourcePackager
+from megatron_mnist.job_protocol import PROGRESS_FILE
 
 
 @run.cli.factory
@@ -263,6 +270,84 @@ def slurm_job_id(job) -> str | None:
     return found[1] if found else None
 
 
+FILE_MARK = "==> megatron_mnist file: "  # between the files one command reads back through the tunnel
+
+
+class ClusterJobFolder(JobFolder):
+    """A job's directory on the login node (NeMo-Run's layout there: TUNNEL_JOB_DIR/TITLE/ID/TASK), read through an
+    SSH connection of its own, opened at the first read (NeMo-Run's waiting threads use theirs). A connection that
+    fails raises :class:`JobFolderUnreachable`."""
+
+    def __init__(self, executor: run.SlurmExecutor):
+        self.tunnel, self._own = executor.tunnel, None
+        self.path = f"{executor.tunnel.job_dir}/{os.path.basename(executor.job_dir)}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.tunnel.host}:{self.path}"
+
+    def run(self, command: str) -> str:
+        try:
+            if self._own is None:
+                t = self.tunnel
+                own = run.SSHTunnel(host=t.host, user=t.user, port=t.port, identity=t.identity, job_dir=t.job_dir)
+                own.connect()
+                self._own = own
+            return self._own.run(command, hide=True, warn=True).stdout
+        except Exception as e:  # paramiko's and the socket's own errors: unreachable, refused, dropped, timed out
+            raise JobFolderUnreachable(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+
+    def read(self, name: str) -> str:
+        return self.run(f"cat {shlex.quote(f'{self.path}/{name}')} 2>/dev/null")
+
+    def find(self, patterns) -> dict[str, str]:
+        """One round trip: the matching files, each after a line naming it."""
+        names = " -o ".join(f"-name {shlex.quote(p)}" for p in patterns)
+        text = self.run(
+            f"find {shlex.quote(self.path)} -maxdepth 3 \\( {names} \\) -size +0 2>/dev/null | sort | "
+            f'while read -r f; do echo "{FILE_MARK}$f"; cat "$f"; done'
+        )
+        files, current = {}, None
+        for line in text.splitlines(keepends=True):
+            if line.startswith(FILE_MARK):
+                current = line[len(FILE_MARK) :].strip()
+                files[current] = ""
+            elif current is not None:
+                files[current] += line
+        return files
+
+
+def job_folder(executor: run.SlurmExecutor) -> JobFolder:
+    return ClusterJobFolder(executor) if isinstance(executor.tunnel, run.SSHTunnel) else JobFolder(executor)
+
+
+def progress_path(executor: run.SlurmExecutor) -> str:
+    """Behind an SSH tunnel the job writes in its folder on the cluster."""
+    if isinstance(executor.tunnel, run.SSHTunnel):
+        return f"{ClusterJobFolder(executor).path}/{PROGRESS_FILE}"
+    return progress_in_job_dir(executor)
+
+
+def exit_code(files: dict[str, str]) -> int | None:
+    """NeMo-Run's sbatch script prints ``job exited with code N`` to its own output, once per run of the job (a
+    requeued job: the last)."""
+    for text in files.values():
+        if found := re.findall(r"^job exited with code (\d+)$", text, re.M):
+            return int(found[-1])
+    return None
+
+
+def live_state(job, folder: JobFolder) -> dict:
+    """Slurm's state of the job, why it waits and how often it was requeued ({} once Slurm has forgotten it)."""
+    job_id = slurm_job_id(job)
+    if job_id is None:
+        return {}
+    text = folder.run(f"scontrol -o show job {shlex.quote(job_id)} 2>/dev/null")
+    found = dict(re.findall(r"\b(JobState|Reason|Restarts)=(\S+)", text))
+    word = {"state": found.get("JobState"), "reason": found.get("Reason"), "restarts": int(found.get("Restarts") or 0)}
+    return word if found else {}
+
+
 def stop(job, hard: bool) -> bool:
     """``scancel`` the job where the cluster is. Slurm's own cancel is already the graceful one: SIGTERM to every
     step (the job saves its last checkpoint and exits, as on a preemption), SIGKILL after the cluster's KillWait, and
@@ -286,4 +371,10 @@ KIND = ExecutorKind(
     shared_dir=shared_dir,
     can_detach=True,
     stop=stop,
+    job_folder=job_folder,
+    progress_path=progress_path,
+    log_names=("log-*.out",),  # the srun step's output, one file per run of the job (SLURM_RESTART_COUNT)
+    status_names=("sbatch_*.out",),
+    exit_code=exit_code,
+    live_state=live_state,
 )

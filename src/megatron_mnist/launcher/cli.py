@@ -43,7 +43,6 @@ from torchx.specs import AppState  # noqa: E402
 
 from megatron_mnist import executors  # noqa: E402  (executors registers executor=local|...)
 from megatron_mnist.executors.fields import CONTROL, SHELL_BY_DESIGN  # noqa: E402
-from megatron_mnist.executors.local_machine import job_processes  # noqa: E402
 from megatron_mnist.job import engines  # noqa: E402
 from megatron_mnist.job.api import predict, train  # noqa: E402
 from megatron_mnist.job.builders import MAX_STEPS  # noqa: E402
@@ -61,7 +60,6 @@ from megatron_mnist.launcher.submission import (  # noqa: E402
     job_files,
     job_location,
     job_summary,
-    logs_of,
     outcome,
     prepare,
     run_stages,
@@ -455,10 +453,10 @@ def task_states(exp: run.Experiment) -> dict[str, str]:
     for job in exp.jobs:
         reported_state = reported.get(job.id, {}).get("status", "UNKNOWN")  # an AppState ("SUCCEEDED (4)"), or not
         state = getattr(reported_state, "name", None) or str(reported_state).split(".")[-1].split()[0]
-        local = isinstance(job.executor, run.LocalExecutor)
-        if local and state in ("RUNNING", "PENDING", "UNKNOWN", "SUBMITTED"):
-            if not job_processes(job.executor.job_dir):
-                state = ended_state(job_summary(Path(job.executor.job_dir), job_files(job.executor)[1]))
+        alive = executors.kind_of(job.executor).alive
+        if alive is not None and state in ("RUNNING", "PENDING", "UNKNOWN", "SUBMITTED"):
+            if not alive(job):
+                state = ended_state(job_summary(Path(job.executor.job_dir), job_files(job.executor)))
         elif state == "SUCCEEDED":
             state, _ = outcome(job, state=AppState.SUCCEEDED)
         states[job.id] = state
@@ -534,9 +532,10 @@ def watch(
     failed = False
     states = task_states(exp)
     for job in exp.jobs:
-        where, files = job_files(job.executor)
+        files = job_files(job.executor)
+        where = files.where
         failed |= states[job.id] != "SUCCEEDED"
-        results = task_results(job, where, files, states[job.id])
+        results = task_results(job, files, states[job.id])
         if len(results) > 1:  # a pipeline run as one job: each stage's result
             console.print(f"{job.id}: {states[job.id]}  job dir: {where}", highlight=False, soft_wrap=True)
         for result in results:
@@ -555,11 +554,10 @@ def logs(experiment_id: str, task: str = typer.Argument(None, help="a task name 
     """Print a task's log (read through the SSH tunnel for a remote cluster)."""
     exp = load_experiment(experiment_id)
     for job in pick_jobs(exp, task):
-        where, files = job_files(job.executor)
-        found = logs_of(files)
-        if not found:
-            console.print(f"{job.id}: no log yet under {where}", highlight=False, soft_wrap=True)
-        for path, text in found.items():
+        files = job_files(job.executor)
+        if not files.logs:
+            console.print(f"{job.id}: no log yet under {files.where}", highlight=False, soft_wrap=True)
+        for path, text in files.logs.items():
             console.print(f"[bold cyan]== {job.id}: {path}[/bold cyan]", soft_wrap=True)
             print(text, end="")
 

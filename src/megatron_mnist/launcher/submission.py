@@ -8,8 +8,6 @@ Runs where the user types: imports NeMo-Run, never the training stack.
 """
 
 import json
-import re
-import shlex
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from rich.markup import escape
 from torchx.specs import AppState
 
 from megatron_mnist import executors
+from megatron_mnist.executors.base import JobFolderUnreachable
 from megatron_mnist.job import api  # torch-free at import: the functions recipes point at
 from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, RESULT_MARK, STAGE_MARK
 from megatron_mnist.launcher.nemo_run_private import (
@@ -33,7 +32,7 @@ from megatron_mnist.launcher.nemo_run_private import (
 )
 from megatron_mnist.launcher.preflight import PreflightError, check_executor, check_executor_fields, check_name
 from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe, check_run_folder, check_run_name
-from megatron_mnist.launcher.watch import ProgressView, attach, remote_job_dir
+from megatron_mnist.launcher.watch import ProgressView, attach
 
 console = Console()
 LOG_TAIL_LINES = 40
@@ -42,6 +41,17 @@ NOT_RUN = "NOT RUN"  # a pipeline's stage after one that did not succeed
 
 class SubmissionError(ValueError):
     """Found before anything was submitted: one line naming the value and what was expected."""
+
+
+@dataclass
+class JobFiles:
+    """What the launcher reads of a task's job directory, through its executor kind: where it is (as the user
+    reaches it), its logs by path (the kind's log names, the first the one a failure's tail shows), and the exit
+    status its executor wrote down (None where it writes none, or has not yet)."""
+
+    where: str
+    logs: dict[str, str] = field(default_factory=dict)
+    exit_code: int | None = None
 
 
 @dataclass
@@ -198,11 +208,10 @@ def run_stages(
     for job in exp.jobs:
         if not job.launched:  # a stage before it did not succeed (QuietExperiment)
             results[job.id] = TaskResult(job.id, NOT_RUN, Path(job.executor.job_dir))
-            read[job.id] = (str(job.executor.job_dir), {})
             continue
-        where, files = job_files(job.executor)
-        for result in task_results(job, where, files):
-            results[result.name], read[result.name] = result, (where, files)
+        files = job_files(job.executor)
+        for result in task_results(job, files):
+            results[result.name], read[result.name] = result, files
     for result in results.values():
         if result.state == NOT_RUN:
             console.print(f"{result.name}: {NOT_RUN} (a stage before it did not succeed)", highlight=False)
@@ -215,7 +224,7 @@ def run_stages(
             console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
     for result in results.values():
         if not result.succeeded and result.state not in (NOT_RUN, "CANCELLED"):
-            show_log_tail(result.name, *read[result.name])
+            show_log_tail(result.name, read[result.name])
     if ctrl_c.pressed:
         raise KeyboardInterrupt  # the summary is printed; the launcher exits 130, as torchrun and Lightning do
     return results
@@ -234,7 +243,7 @@ def stage_names(job) -> list[str] | None:
     return list(task.stages)
 
 
-def task_results(job, where: str, files: dict[str, str], state: str | None = None) -> list[TaskResult]:
+def task_results(job, files: JobFiles, state: str | None = None) -> list[TaskResult]:
     """A finished task's result (``state``: how it ended, where the caller knows better than ``job.state``); for a
     pipeline run as one job, each stage's, as if it had been a job of its own: its result line from the part of the
     log after its mark; a stage that started and left none ended as the job did (FAILED where the job exited 0
@@ -245,11 +254,11 @@ def task_results(job, where: str, files: dict[str, str], state: str | None = Non
         job_state = settled_state(job.state, files).name
     else:
         summary, job_state = job_summary(job_dir, files), state
-    code = exit_code(files) if state != "SUCCEEDED" else None
+    code, where = (files.exit_code if state != "SUCCEEDED" else None), files.where
     names = stage_names(job)
     if names is None:
         return [TaskResult(job.id, state, job_dir, code, summary, where)]
-    parts = stage_logs(files)
+    parts = stage_logs(files.logs)
     results = []
     for name in names:
         if name not in parts:
@@ -261,10 +270,10 @@ def task_results(job, where: str, files: dict[str, str], state: str | None = Non
     return results
 
 
-def stage_logs(files: dict[str, str]) -> dict[str, str]:
-    """A one-job pipeline's log cut at each stage's mark: {stage: its lines}."""
+def stage_logs(logs: dict[str, str]) -> dict[str, str]:
+    """A one-job pipeline's logs (texts by path) cut at each stage's mark: {stage: its lines}."""
     parts = {}
-    for text in logs_of(files).values():
+    for text in logs.values():
         current = None  # each log file on its own: the marks and result lines are rank 0's stdout
         for line in text.splitlines(keepends=True):
             if STAGE_MARK in line:
@@ -275,12 +284,12 @@ def stage_logs(files: dict[str, str]) -> dict[str, str]:
     return parts
 
 
-def outcome(job, files: dict[str, str] | None = None, state: AppState | None = None) -> tuple[str, dict]:
+def outcome(job, files: JobFiles | None = None, state: AppState | None = None) -> tuple[str, dict]:
     """A finished task's state (``state``, else the job's own) and its run's summary: SUCCEEDED only for a run that
     ran to its end — one that a signal stopped (Ctrl-C, ``cancel``) saved its last checkpoint and exited 0, and is
     CANCELLED."""
     if files is None:
-        files = job_files(job.executor)[1]
+        files = job_files(job.executor)
     state = settled_state(job.state if state is None else state, files).name
     summary = job_summary(Path(job.executor.job_dir), files)
     return ("CANCELLED" if state == "SUCCEEDED" and summary.get("stopped_by") else state), summary
@@ -340,87 +349,49 @@ def quiet_experiment(title: str, executor) -> run.Experiment:
     return QuietExperiment(title, executor=executor, enable_goodbye_message=False, skip_status_at_exit=True)
 
 
-def settled_state(state: AppState, files: dict[str, str]) -> AppState:
+def settled_state(state: AppState, files: JobFiles) -> AppState:
     """The job's state, corrected by the exit status its executor wrote down: NeMo-Run's Docker monitor can lose a
     container that exited 0 (seen once in CI under load) and answer a state other than SUCCEEDED."""
-    return AppState.SUCCEEDED if state != AppState.SUCCEEDED and exit_code(files) == 0 else state
-
-
-LOG_PATTERNS = ("log*.out", "stderr.log", "stdout.log")  # Slurm log-*.out, Docker log_*.out, the local scheduler's
-STATUS_PATTERNS = ("status_*.out", "sbatch_*.out")  # Docker's exit status file, the Slurm script's own output
-FILE_MARK = "==> megatron_mnist file: "
+    return AppState.SUCCEEDED if state != AppState.SUCCEEDED and files.exit_code == 0 else state
 
 
 def job_location(executor) -> str:
     """The task's job directory as the user reaches it: HOST:PATH behind an SSH tunnel, else the local path."""
-    if isinstance(getattr(executor, "tunnel", None), run.SSHTunnel):
-        return f"{executor.tunnel.host}:{remote_job_dir(executor)}"
-    return str(executor.job_dir)
+    return executors.kind_of(executor).job_folder(executor).where
 
 
-def job_files(executor) -> tuple[str, dict[str, str]]:
-    """Where a task's files are (shown to the user) and its logs and status files by path, read where they are: in
-    the job directory here, or on the login node through the SSH tunnel."""
-    job_dir = Path(executor.job_dir)
-    tunnel = getattr(executor, "tunnel", None)
-    if isinstance(tunnel, run.SSHTunnel):
-        remote = remote_job_dir(executor)
-        names = " -o ".join(f"-name '{p}'" for p in LOG_PATTERNS + STATUS_PATTERNS)
-        command = (
-            f"find {shlex.quote(remote)} -maxdepth 3 \\( {names} \\) -size +0 2>/dev/null | sort | "
-            f'while read -r f; do echo "{FILE_MARK}$f"; cat "$f"; done'
-        )
-        try:
-            tunnel.connect()
-            text = tunnel.run(command, hide=True, warn=True).stdout
-        except Exception as e:  # unreachable login node: say so, keep going
-            return f"{job_location(executor)} (unreachable: {str(e).splitlines()[0] if str(e) else e})", {}
-        files, current = {}, None
-        for line in text.splitlines(keepends=True):
-            if line.startswith(FILE_MARK):
-                current = line[len(FILE_MARK) :].strip()
-                files[current] = ""
-            elif current is not None:
-                files[current] += line
-        return job_location(executor), files
-    found = {}
-    for pattern in LOG_PATTERNS + STATUS_PATTERNS:
-        for path in sorted(job_dir.glob(f"**/{pattern}")) if job_dir.is_dir() else []:
-            if path.stat().st_size:
-                found[str(path)] = path.read_text(errors="replace")
-    return str(job_dir), found
+def job_files(executor) -> JobFiles:
+    """A task's logs and exit status, read where its executor kind keeps them (here, or on the login node through
+    the SSH tunnel); an unreachable folder is said in ``where``, with nothing read."""
+    kind = executors.kind_of(executor)
+    folder = kind.job_folder(executor)
+    try:
+        found = folder.find(kind.log_names + kind.status_names)
+    except JobFolderUnreachable as e:
+        return JobFiles(f"{folder.where} (unreachable: {e})")
+    logs = {path: text for path, text in found.items() if _named(path, kind.log_names)}
+    status = {path: text for path, text in found.items() if _named(path, kind.status_names)}
+    return JobFiles(folder.where, logs, kind.exit_code(status))
 
 
-def logs_of(files: dict[str, str]) -> dict[str, str]:
-    return {p: t for p, t in files.items() if any(Path(p).match(pattern) for pattern in LOG_PATTERNS)}
+def _named(path: str, patterns: tuple[str, ...]) -> bool:
+    return any(Path(path).match(pattern) for pattern in patterns)
 
 
-def exit_code(files: dict[str, str]) -> int | None:
-    """The task's exit status where its executor writes it down: Docker's status file, the Slurm script's log."""
-    for path, text in files.items():
-        if Path(path).match("status_*.out"):
-            return int(json.loads(text)["exit_code"])
-    for path, text in files.items():
-        if Path(path).match("sbatch_*.out") and (found := re.findall(r"^job exited with code (\d+)$", text, re.M)):
-            return int(found[-1])
-    return None
-
-
-def show_log_tail(name: str, where: str, files: dict[str, str]) -> None:
-    logs = logs_of(files)
-    if not logs:
-        console.print(f"[bold red]{name} failed; no log found under {where}[/bold red]", soft_wrap=True)
+def show_log_tail(name: str, files: JobFiles) -> None:
+    if not files.logs:
+        console.print(f"[bold red]{name} failed; no log found under {escape(files.where)}[/bold red]", soft_wrap=True)
         return
-    path, text = next(iter(logs.items()))
+    path, text = next(iter(files.logs.items()))
     lines = text.splitlines()[-LOG_TAIL_LINES:]
     console.print(f"[bold red]{name} failed; last {len(lines)} lines of {path}:[/bold red]", soft_wrap=True)
     print("\n".join(lines))
 
 
-def job_summary(job_dir: Path, files: dict[str, str]) -> dict:
+def job_summary(job_dir: Path, files: JobFiles) -> dict:
     """What the job reported at its end (its last result line in its logs), with paths inside a container mapped
     to the host."""
-    return result_in(job_dir, logs_of(files).values())
+    return result_in(job_dir, files.logs.values())
 
 
 def result_in(job_dir: Path, texts) -> dict:

@@ -3,14 +3,14 @@
 the time left.
 
 Read from what the job writes: ``progress.json`` in the task's job directory (``megatron_mnist.job.progress_file``),
-read here or through the SSH tunnel, and Slurm's own ``scontrol`` — no network service, so it works the same on
-every executor. On a terminal the lines are redrawn in place; otherwise (CI, ``| tee``) a plain line per task is
-printed every ``MEGATRON_MNIST_PROGRESS_EVERY`` seconds (default 10).
+and the scheduler's own word (Slurm's ``scontrol``), each read as the task's executor kind says (here, through the
+mount, through the SSH tunnel) — no network service, so it works the same on every executor. On a terminal the
+lines are redrawn in place; otherwise (CI, ``| tee``) a plain line per task is printed every
+``MEGATRON_MNIST_PROGRESS_EVERY`` seconds (default 10).
 """
 
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -22,83 +22,52 @@ from rich.live import Live
 from rich.text import Text
 from torchx.specs import is_terminal
 
-from megatron_mnist.executors.slurm_cluster import slurm_job_id
-from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, PROGRESS_ENV, PROGRESS_FILE
-
-
-def _tunnel(executor):
-    tunnel = getattr(executor, "tunnel", None)
-    return tunnel if isinstance(tunnel, run.SSHTunnel) else None
-
-
-def remote_job_dir(executor) -> str:
-    """The task's folder on the login node: NeMo-Run's layout there is TUNNEL_JOB_DIR/TITLE/ID/TASK."""
-    return f"{executor.tunnel.job_dir}/{os.path.basename(executor.job_dir)}"
-
-
-def progress_path_for_job(executor) -> str:
-    """The progress file as the job sees it."""
-    if isinstance(executor, run.DockerExecutor):
-        return f"{CONTAINER_JOB_DIR}/{PROGRESS_FILE}"
-    if _tunnel(executor):
-        return f"{remote_job_dir(executor)}/{PROGRESS_FILE}"
-    return os.path.join(executor.job_dir, PROGRESS_FILE)
+from megatron_mnist import executors
+from megatron_mnist.executors.base import JobFolder, JobFolderUnreachable
+from megatron_mnist.job_protocol import PROGRESS_ENV, PROGRESS_FILE
 
 
 def attach(exp: run.Experiment) -> None:
-    """Before the run: each task's job learns where to write its progress (an environment variable)."""
+    """Before the run: each task's job learns where to write its progress (an environment variable), as its
+    executor kind places it."""
     for job in exp.jobs:
-        job.executor.env_vars[PROGRESS_ENV] = progress_path_for_job(job.executor)
+        job.executor.env_vars[PROGRESS_ENV] = executors.kind_of(job.executor).progress_path(job.executor)
 
 
 class Reader:
-    """Reads progress files and Slurm states for one experiment's tasks; its own SSH connection (the waiting
-    threads of NeMo-Run use theirs)."""
+    """Reads one experiment's tasks' progress files and their schedulers' word, each through its executor kind's
+    :class:`~megatron_mnist.executors.base.JobFolder` (kept: behind SSH, one connection per task folder)."""
 
     def __init__(self):
-        self._tunnels: dict[str, run.SSHTunnel] = {}
+        self._folders: dict[str, JobFolder] = {}
 
-    def _run(self, executor, command: str) -> str:
-        tunnel = _tunnel(executor)
-        if tunnel is None:
-            result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30)
-            return result.stdout
-        key = f"{tunnel.user}@{tunnel.host}:{tunnel.port}"
-        if key not in self._tunnels:
-            own = run.SSHTunnel(host=tunnel.host, user=tunnel.user, port=tunnel.port, identity=tunnel.identity,
-                                job_dir=tunnel.job_dir)  # fmt: skip
-            own.connect()
-            self._tunnels[key] = own
-        return self._tunnels[key].run(command, hide=True, warn=True).stdout
+    def folder(self, executor) -> JobFolder:
+        if executor.job_dir not in self._folders:
+            self._folders[executor.job_dir] = executors.kind_of(executor).job_folder(executor)
+        return self._folders[executor.job_dir]
 
     def progress(self, executor) -> dict:
         try:
-            if _tunnel(executor):
-                text = self._run(executor, f"cat {remote_job_dir(executor)}/{PROGRESS_FILE} 2>/dev/null")
-            else:
-                path = os.path.join(executor.job_dir, PROGRESS_FILE)
-                text = open(path).read() if os.path.exists(path) else ""
+            text = self.folder(executor).read(PROGRESS_FILE)
             return json.loads(text) if text.strip() else {}
-        except Exception:  # not written yet, half written, a timeout, an SSH hiccup (paramiko's own errors): no
-            return {}  # progress this round, the next poll tries again
-
-    def slurm(self, executor, job_id: str) -> dict:
-        """JobState, Reason and Restarts of a Slurm job ({} once Slurm has forgotten it)."""
-        try:
-            text = self._run(executor, f"scontrol -o show job {job_id} 2>/dev/null")
-        except Exception:
+        except (JobFolderUnreachable, ValueError):  # unreachable this round, or half written: the next poll tries
             return {}
-        return dict(re.findall(r"\b(JobState|Reason|Restarts)=(\S+)", text))
+
+    def live_state(self, job) -> dict:
+        try:
+            return executors.kind_of(job.executor).live_state(job, self.folder(job.executor))
+        except (JobFolderUnreachable, subprocess.TimeoutExpired):
+            return {}
 
 
-def describe(name: str, state: str, progress: dict, slurm: dict) -> str:
-    """One task's line."""
+def describe(name: str, state: str, progress: dict, live: dict) -> str:
+    """One task's line: ``live`` is the scheduler's own word (``ExecutorKind.live_state``)."""
     words = [f"{name:<12}"]
-    if slurm:
-        state = slurm.get("JobState", state)
-        restarts = int(slurm.get("Restarts", "0") or 0)
-        if state == "PENDING" and slurm.get("Reason") not in (None, "None"):
-            state = f"PENDING ({slurm['Reason']})"
+    if live:
+        state = live.get("state") or state
+        restarts = live.get("restarts") or 0
+        if state == "PENDING" and live.get("reason") not in (None, "None"):
+            state = f"PENDING ({live['reason']})"
         if restarts:
             state = f"{state}, requeued {restarts}x"
     if progress.get("state") == "done" and state.startswith("RUNNING"):
@@ -143,10 +112,8 @@ class ProgressView:
             state = states.get(job.id) or ("RUNNING" if getattr(job, "launched", False) else "waiting")
             if getattr(job, "state", None) is not None and is_terminal(job.state):
                 state = job.state.name  # NeMo-Run knows how it ended
-            slurm = {}
-            if isinstance(job.executor, run.SlurmExecutor) and (job_id := slurm_job_id(job)):
-                slurm = self.reader.slurm(job.executor, job_id)
-            lines.append(describe(job.id, state, self.reader.progress(job.executor), slurm))
+            progress, live = self.reader.progress(job.executor), self.reader.live_state(job)
+            lines.append(describe(job.id, state, progress, live))
         return lines
 
     def _loop(self) -> None:
