@@ -2,6 +2,7 @@
 
 import nemo_run as run
 
+from megatron_mnist import defaults
 from megatron_mnist.job import builders
 from megatron_mnist.job.api import train
 from megatron_mnist.model.spec import TASKS, FinetuneTask
@@ -13,11 +14,11 @@ def finetune(
     pretrain_checkpoint: str = "runs/pretrain",
     task: FinetuneTask = "finetune",
     name: str = "finetune",
-    log_dir: str = "runs",
+    log_dir: str = defaults.LOG_DIR,
     accelerator: builders.Accelerator = "auto",
-    max_steps: int = builders.MAX_STEPS,
-    micro_batch_size: int = 64,
-    lr: float = builders.LEARNING_RATE,
+    max_steps: int = defaults.MAX_STEPS,
+    micro_batch_size: int = defaults.MICRO_BATCH_SIZE,
+    lr: float = defaults.LEARNING_RATE,
 ) -> run.Partial:
     """The finetuning recipe: start from ``pretrain_checkpoint`` with a new classifier head.
 
@@ -32,9 +33,7 @@ def finetune(
         micro_batch_size: digits per forward pass.
         lr: Adam's learning rate.
 
-    The defaults are not the seed tutorial's (100 steps, Adam lr 1e-4, validation every 5 steps): ours are chosen
-    for a run a user looks at — the default pipeline reaches ~0.83 held-out accuracy, and validating (and
-    checkpointing) every 50 steps keeps that a small part of the run (``builders.MAX_STEPS``). The seed's settings::
+    The defaults (``megatron_mnist/defaults.py``, which says why they are not the seed tutorial's) as the seed's::
 
         python launch.py finetune trainer.max_steps=100 trainer.val_check_interval=5 optim.lr=1e-4
     """

@@ -2,7 +2,8 @@
 
 import nemo_run as run
 
-from megatron_mnist.job import builders, engines
+from megatron_mnist import defaults
+from megatron_mnist.job import engines
 from recipes.finetune import finetune
 from recipes.predict import predict
 from recipes.pretrain import pretrain
@@ -10,9 +11,9 @@ from recipes.pretrain import pretrain
 
 def pipeline(
     name: str = "pipeline",
-    log_dir: str = "runs",
+    log_dir: str = defaults.LOG_DIR,
     accelerator: str = "auto",
-    max_steps: int = builders.MAX_STEPS,
+    max_steps: int = defaults.MAX_STEPS,
     loop: str = engines.DEFAULT,
 ) -> dict[str, run.Partial]:
     """The stages in order, keyed by name; all three write under ``log_dir/name/``, trained and predicted by the

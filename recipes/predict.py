@@ -2,6 +2,7 @@
 
 import nemo_run as run
 
+from megatron_mnist import defaults
 from megatron_mnist.job import builders
 from megatron_mnist.job.api import predict as predict_fn
 from megatron_mnist.model.spec import Task
@@ -9,12 +10,12 @@ from megatron_mnist.model.spec import Task
 
 @run.cli.factory(target=predict_fn, name="predict")
 def predict(
-    checkpoint: str = "runs/finetune",
+    checkpoint: str = f"{defaults.LOG_DIR}/finetune",
     task: Task = "finetune",
     name: str = "predict",
-    log_dir: str = "runs",
+    log_dir: str = defaults.LOG_DIR,
     accelerator: builders.Accelerator = "auto",
-    micro_batch_size: int = 500,
+    micro_batch_size: int = defaults.PREDICT_MICRO_BATCH_SIZE,
 ) -> run.Partial:
     """The prediction recipe.
 

@@ -2,6 +2,7 @@
 
 import nemo_run as run
 
+from megatron_mnist import defaults
 from megatron_mnist.job import builders
 from megatron_mnist.job.api import train
 from recipes.training import training_recipe
@@ -10,11 +11,11 @@ from recipes.training import training_recipe
 @run.cli.factory(target=train, name="pretrain")
 def pretrain(
     name: str = "pretrain",
-    log_dir: str = "runs",
+    log_dir: str = defaults.LOG_DIR,
     accelerator: builders.Accelerator = "auto",
-    max_steps: int = builders.MAX_STEPS,
-    micro_batch_size: int = 64,
-    lr: float = builders.LEARNING_RATE,
+    max_steps: int = defaults.MAX_STEPS,
+    micro_batch_size: int = defaults.MICRO_BATCH_SIZE,
+    lr: float = defaults.LEARNING_RATE,
 ) -> run.Partial:
     """The autoencoder pretraining recipe; its run directory is ``log_dir/name``.
 
@@ -26,9 +27,7 @@ def pretrain(
         micro_batch_size: digits per forward pass (global batch = micro × data-parallel ranks).
         lr: Adam's learning rate.
 
-    The defaults are not the seed tutorial's (100 steps, Adam lr 1e-4, validation every 5 steps): ours are chosen
-    for a run a user looks at — the default pipeline reaches ~0.83 held-out accuracy, and validating (and
-    checkpointing) every 50 steps keeps that a small part of the run (``builders.MAX_STEPS``). The seed's settings::
+    The defaults (``megatron_mnist/defaults.py``, which says why they are not the seed tutorial's) as the seed's::
 
         python launch.py pretrain trainer.max_steps=100 trainer.val_check_interval=5 optim.lr=1e-4
     """

@@ -7,6 +7,7 @@ from nemo.lightning.data import WrappedDataLoader
 from nemo.lightning.pytorch.plugins import MegatronDataSampler
 from torch.utils.data import Subset, default_collate, random_split
 
+from megatron_mnist import defaults
 from megatron_mnist.data.dataset import MNISTCustom
 from megatron_mnist.data.resampling import IdentityMultiEpochDatasetWrapper, MultiEpochDatasetResampler
 from megatron_mnist.data.split import split_sizes
@@ -42,7 +43,7 @@ class MNISTDataModule(pl.LightningDataModule):
     def __init__(
         self,
         root: str | None = None,
-        micro_batch_size: int = 64,
+        micro_batch_size: int = defaults.MICRO_BATCH_SIZE,
         global_batch_size: int | None = None,
         val_size: int | None = None,
         num_workers: int = 0,

@@ -5,7 +5,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from megatron_mnist import run_record
+from megatron_mnist import defaults, run_record
 from megatron_mnist.checkpoint_paths import resolve_checkpoint
 from megatron_mnist.job import engines
 from megatron_mnist.job.builders import Adam, ResumeSettings, RunFolder
@@ -41,7 +41,7 @@ def in_one_process(stages: dict[str, Callable[[], object]]) -> None:
             return
 
 
-def train(model, data, trainer, optim: Adam, log: RunFolder, resume: ResumeSettings, seed: int = 1234) -> str:
+def train(model, data, trainer, optim: Adam, log: RunFolder, resume: ResumeSettings, seed: int = defaults.SEED) -> str:
     """Train ``model`` (a config from ``builders.model_config``) on ``data`` with the engine that built ``trainer``
     (``builders.trainer``'s ``loop``); returns the run directory.
 

@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+from megatron_mnist import defaults
 from megatron_mnist.job import engines
 from megatron_mnist.job.engines import DEFAULT as DEFAULT_ENGINE
 from megatron_mnist.job.engines import Engine
@@ -24,16 +25,6 @@ Accelerator = Literal["auto", "gpu", "cpu"]
 # Lightning's names. 16-mixed is fp16 with Megatron's dynamic loss scaling (no Apex needed).
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
 PRECISIONS = typing.get_args(Precision)
-
-# This package's training defaults, stated once (the builders' and the recipes' defaults are these). The seed
-# tutorial (BioNeMo's example_model) trains 100 steps at Adam lr 1e-4 and validates every 5 steps: a demonstration
-# run. Ours are chosen for a run a user looks at: the default pipeline reaches ~0.83 held-out accuracy on the
-# embedded sample (README), and a validation (with its checkpoint save) every 50 steps rather than every 5 keeps
-# them a small part of the run's time. The seed's settings: `launch.py pretrain trainer.max_steps=100
-# trainer.val_check_interval=5 optim.lr=1e-4` (and the same for finetune).
-MAX_STEPS = 500
-LEARNING_RATE = 1e-3
-VAL_CHECK_INTERVAL = 50
 
 ACCELERATORS = typing.get_args(Accelerator)
 
@@ -98,7 +89,7 @@ def resolve_accelerator(accelerator: str) -> str:
 
 def model_config(
     task: Task = "pretrain",
-    hidden_size: int = 64,
+    hidden_size: int = defaults.HIDDEN_SIZE,
     initial_ckpt_path: Optional[str] = None,
     initial_ckpt_skip_keys_with_these_prefixes: Optional[list[str]] = None,
 ):
@@ -123,7 +114,7 @@ def model_config(
 
 def mnist_data(
     root: Optional[str] = None,
-    micro_batch_size: int = 64,
+    micro_batch_size: int = defaults.MICRO_BATCH_SIZE,
     global_batch_size: Optional[int] = None,
     val_size: Optional[int] = None,
     num_workers: int = 0,
@@ -192,8 +183,8 @@ def trainer(
     accelerator: Accelerator = "auto",
     devices: Optional[int] = None,
     num_nodes: Optional[int] = None,
-    max_steps: int = MAX_STEPS,
-    val_check_interval: int = VAL_CHECK_INTERVAL,
+    max_steps: int = defaults.MAX_STEPS,
+    val_check_interval: int = defaults.VAL_CHECK_INTERVAL,
     limit_val_batches: Optional[int] = None,
     log_every_n_steps: int = 5,
     enable_progress_bar: bool = True,
@@ -280,7 +271,7 @@ class Adam:
     """Adam's settings; the engine decides whose Adam applies them: Megatron's distributed Adam on a GPU (bf16 or
     fp16 parameters with fp32 main weights, or fp32 throughout), torch's on a CPU."""
 
-    lr: float = LEARNING_RATE
+    lr: float = defaults.LEARNING_RATE
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -298,7 +289,9 @@ class RunFolder:
     save_top_k: int
 
 
-def logger(name: str = "pretrain", log_dir: str = "runs", checkpoint: bool = True, save_top_k: int = 1) -> RunFolder:
+def logger(
+    name: str = "pretrain", log_dir: str = defaults.LOG_DIR, checkpoint: bool = True, save_top_k: int = 1
+) -> RunFolder:
     """The run's folder ``log_dir/name``: TensorBoard and CSV logs, checkpoints (last and best val_loss).
 
     Running the same name again continues that run (resume-if-exists); a run started while another of the same

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from megatron_mnist import defaults
 from megatron_mnist.checkpoint_paths import last_checkpoint, write_context
 from megatron_mnist.job.builders import GRAPH_NEEDS_RESIDENT_DATA, Adam, ResumeSettings, RunFolder, TrainerSettings
 from megatron_mnist.job.preemption import StopSignals
@@ -622,7 +623,7 @@ def predict(model, data, trainer: MegatronLoop, log: RunFolder) -> tuple[Path, d
     from megatron_mnist.model.losses import PassthroughLossReduction
 
     settings = trainer.settings
-    rank, world = init_process_group(settings, seed=1234)
+    rank, world = init_process_group(settings, seed=defaults.SEED)
     module = model.configure_model()  # every weight from the checkpoint (api.predict skips none)
     net, device = module, torch.device("cpu")
     if settings.accelerator == "gpu":

@@ -41,11 +41,10 @@ from nemo_run.cli.api import Entrypoint, RunContext, RunContextError  # noqa: E4
 from nemo_run.cli.cli_parser import CLIException, parse_cli_args  # noqa: E402
 from torchx.specs import AppState  # noqa: E402
 
-from megatron_mnist import executors  # noqa: E402  (executors registers executor=local|...)
+from megatron_mnist import defaults, executors  # noqa: E402  (executors registers executor=local|...)
 from megatron_mnist.executors.fields import CONTROL, SHELL_BY_DESIGN  # noqa: E402
 from megatron_mnist.job import engines  # noqa: E402
 from megatron_mnist.job.api import predict, train  # noqa: E402
-from megatron_mnist.job.builders import MAX_STEPS  # noqa: E402
 from megatron_mnist.launcher import moved_modules, nemo_run_private, report_command  # noqa: E402
 from megatron_mnist.launcher.config_files import ConfigFileError, load_recipe  # noqa: E402
 from megatron_mnist.launcher.console import console, fail  # noqa: E402
@@ -254,7 +253,7 @@ class LaunchContext(RunContext):
         except RecipeError as e:
             fail(f"--sweep: {e}")
         given = dict(a.split("=", 1) for a in task_args if a.startswith("log.log_dir="))
-        out = Path(pipeline_output_dir(given.get("log.log_dir", "runs"), self.executor)) / self.name
+        out = Path(pipeline_output_dir(given.get("log.log_dir", defaults.LOG_DIR), self.executor)) / self.name
         if (out / "checkpoints").is_dir() or (out / "csv_logs").is_dir():
             fail(f"--sweep: {out} is a run's folder, and a sweep's runs go in a folder of their own: give the sweep "
                  f"a --name (e.g. --name {self.name}-sweep)")  # fmt: skip
@@ -365,9 +364,9 @@ def pipeline_output_dir(log_dir: str, executor) -> str:
 def pipeline(
     ctx: typer.Context,
     name: str = typer.Option("pipeline", help="folder under --log-dir for the three runs; the experiment's title"),
-    log_dir: str = typer.Option("runs", help="where run folders go"),
+    log_dir: str = typer.Option(defaults.LOG_DIR, help="where run folders go"),
     accelerator: str = typer.Option("auto", help="auto, gpu or cpu"),
-    max_steps: int = typer.Option(MAX_STEPS, help="optimizer steps of pretrain and of finetune"),
+    max_steps: int = typer.Option(defaults.MAX_STEPS, help="optimizer steps of pretrain and of finetune"),
     loop: str = typer.Option(
         engines.DEFAULT, help=f"the training engine of every stage: {' or '.join(engines.ENGINES)}"
     ),

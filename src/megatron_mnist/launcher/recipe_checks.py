@@ -16,7 +16,7 @@ from pathlib import Path
 
 import fiddle as fdl
 
-from megatron_mnist import run_record
+from megatron_mnist import defaults, run_record
 from megatron_mnist.checkpoint_paths import CheckpointError, checkpoint_model, last_checkpoint, resolve_checkpoint
 from megatron_mnist.data.idx import IDXError, check_mnist, mnist_folder
 from megatron_mnist.data.split import split_sizes
@@ -183,7 +183,7 @@ def check_recipe(
             raise RecipeError(f"model.initial_ckpt_path={ckpt!r}: {e}") from None
         check_checkpoint_fits(recipe, resolved, f"model.initial_ckpt_path={ckpt!r}", resuming=False)
     if _get(recipe, "log") is not None:
-        check_writable(Path(_get(recipe, "log.log_dir", "runs")), "log.log_dir")
+        check_writable(Path(_get(recipe, "log.log_dir", defaults.LOG_DIR)), "log.log_dir")
     root = _get(recipe, "data.root")
     if root and not Path(root).is_dir() and not _get(recipe, "data.download"):
         raise RecipeError(f"data.root={root!r} is not a directory (expected a folder holding MNIST's IDX files)")
@@ -243,10 +243,9 @@ def check_run_folder(recipe: fdl.Buildable, ranks: tuple[int, int] = (1, 1), exe
     ``max_steps``, with the same engine, hardware, precision and batch sizes, and a checkpoint that fits."""
     if recipe.__fn_or_cls__ is not api.train or _get(recipe, "log") is None:
         return
-    run_dir = Path(_get(recipe, "log.log_dir", "runs")) / _get(recipe, "log.name", "")
+    run_dir = Path(_get(recipe, "log.log_dir", defaults.LOG_DIR)) / _get(recipe, "log.name", "")
     accelerator = job_accelerator(recipe, executor_gpus)
-    defaults = inspect.signature(builders.mnist_data).parameters
-    micro = _get(recipe, "data.micro_batch_size", defaults["micro_batch_size"].default)
+    micro = _get(recipe, "data.micro_batch_size", defaults.MICRO_BATCH_SIZE)
     facts = {
         "engine": _get(recipe, "trainer.loop", engines.DEFAULT),
         "accelerator": accelerator,
@@ -275,9 +274,8 @@ def check_checkpoint_fits(recipe: fdl.Buildable, checkpoint: Path, what: str, re
     if found is None:
         return
     config, hidden = found
-    defaults = inspect.signature(builders.model_config).parameters
-    task = _get(recipe, "model.task", defaults["task"].default)
-    want_hidden = _get(recipe, "model.hidden_size", defaults["hidden_size"].default)
+    task = _get(recipe, "model.task", inspect.signature(builders.model_config).parameters["task"].default)
+    want_hidden = _get(recipe, "model.hidden_size", defaults.HIDDEN_SIZE)
     if hidden != want_hidden:
         raise RecipeError(
             f"{what} holds a model with hidden_size={hidden}, but model.hidden_size={want_hidden} "

@@ -10,6 +10,7 @@ from typing import ClassVar
 from megatron.core.transformer import TransformerConfig
 from nemo.lightning.megatron_parallel import MegatronLossReduction
 
+from megatron_mnist import defaults
 from megatron_mnist.model import losses
 from megatron_mnist.model.modules import MNISTModel
 from megatron_mnist.model.spec import CLASSIFIER, DECODER, TASKS
@@ -26,7 +27,7 @@ class MNISTConfig(TransformerConfig):
             say); parameters the checkpoint has and this model lacks (a dropped decoder) are ignored.
     """
 
-    hidden_size: int = 64
+    hidden_size: int = defaults.HIDDEN_SIZE
     num_attention_heads: int = 1
     num_layers: int = 1
     embedding_dim: int = 3
