@@ -3,9 +3,7 @@ before submitting; ``checkpoint`` reads the weights on the node)."""
 
 from pathlib import Path
 
-
-class CheckpointError(ValueError):
-    """A checkpoint path that is missing, is not a checkpoint, or does not fit the model."""
+from megatron_mnist.errors import CheckpointError
 
 
 def _latest_last_checkpoint(checkpoints_dir: Path) -> Path | None:

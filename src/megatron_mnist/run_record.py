@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from megatron_mnist.checkpoint_paths import last_checkpoint
+from megatron_mnist.errors import RunError
 
 RECORD = Path("record", "run.json")
 # what must not change when a run continues, with the override that sets each
@@ -25,10 +26,6 @@ SAME_ON_RESUME = {
     "global_batch_size": "data.global_batch_size",
 }
 _STEP = re.compile(r"step=(\d+)")
-
-
-class RunError(ValueError):
-    """A run folder this recipe cannot continue: one line naming the run, its state and what to do."""
 
 
 def read(run_dir: str | Path) -> dict:

@@ -15,7 +15,7 @@ from megatron_mnist.executors.fields import FieldError
 from megatron_mnist.executors.slurm_cluster import python_envs, quote_for_the_script
 from megatron_mnist.job import builders
 from megatron_mnist.launcher.recipe_checks import RecipeError, check_overrides, check_run_name
-from megatron_mnist.names import NameError_, check_name
+from megatron_mnist.names import InvalidName, check_name
 from recipes.pretrain import pretrain
 
 EVIL = "a$(touch PWNED)"
@@ -134,7 +134,7 @@ def test_docker_mounts_the_recipes_absolute_paths(tmp_path):
     "name", ["", ".", "..", "../escape", "a/b", "-x", "x" * 101, "a b", "a$(id)", None, 3, "evil\n", "a\nb"]
 )
 def test_names_that_are_paths_or_code_are_refused(name):
-    with pytest.raises(NameError_):
+    with pytest.raises(InvalidName):
         check_name(name, "log.name")
 
 
@@ -148,7 +148,7 @@ def test_no_control_character_passes_any_name_or_field_rule_anywhere_in_a_value(
              fields.SLURM_TIME, fields.SHM_SIZE]  # fmt: skip
     for base in ("ok", "10"):  # each passes some of the rules as it is
         for value in (f"{base}{char}", f"{char}{base}", f"{base[0]}{char}{base[1:]}"):
-            with pytest.raises(NameError_):
+            with pytest.raises(InvalidName):
                 check_name(value, "--name")
             for rule in rules:
                 assert not rule.fullmatch(value), (rule.pattern, value)
@@ -163,10 +163,10 @@ def test_run_name_of_a_recipe_and_the_job_side_check():
     recipe = pretrain()
     check_run_name(recipe)
     recipe.log.name = ".."
-    with pytest.raises(RecipeError, match=r"log.name='\.\.' is not a valid name"):
+    with pytest.raises(InvalidName, match=r"log.name='\.\.' is not a valid name"):
         check_run_name(recipe)
     # the Python API: a recipe composed in Python and run without the launcher stops in the job, before any folder
-    with pytest.raises(NameError_):
+    with pytest.raises(InvalidName):
         builders.logger(name="../escape", log_dir=str(Path.cwd()))
 
 

@@ -73,16 +73,18 @@ def test_bad_values_are_one_clear_line():
 
 @pytest.mark.parametrize("key", sorted(builders.CONSTRAINTS))
 def test_each_value_constraint_has_one_home_read_before_submit_and_on_the_node(key):
-    from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe
+    from megatron_mnist.errors import InputError
+    from megatron_mnist.launcher.recipe_checks import check_recipe
 
     bad = -1 if key != "data.num_workers" else -2
     recipe = pretrain(name="c")
     section, field = key.split(".")
     setattr(getattr(recipe, section), field, bad)
-    with pytest.raises(ValueError) as on_the_node:
+    with pytest.raises(InputError) as on_the_node:
         builders.check_value(key, bad)
-    with pytest.raises(RecipeError) as before_submit:
+    with pytest.raises(InputError) as before_submit:
         check_recipe(recipe, check_paths=False)
+    assert type(before_submit.value) is type(on_the_node.value)  # the same error, raised by the same function
     assert str(before_submit.value) == str(on_the_node.value) == f"{key}={bad!r} {builders.CONSTRAINTS[key][1]}"
     builders.check_value(key, None)  # unset is fine
 

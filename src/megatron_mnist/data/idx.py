@@ -10,12 +10,10 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from megatron_mnist.errors import IDXError
+
 # IDX magic: two zero bytes, a type code, the number of dimensions. MNIST uses 0x08 (unsigned byte).
 _UBYTE = 0x08
-
-
-class IDXError(ValueError):
-    """An IDX file is missing, truncated or not an IDX file."""
 
 
 def embedded_sample_root() -> Path:

@@ -12,9 +12,9 @@ liveness). Adding a kind (NeMo-Run's Kubernetes, SkyPilot or Lepton executor, sa
 beside these and one entry in :data:`KINDS`.
 """
 
+from megatron_mnist.errors import UnknownExecutor
 from megatron_mnist.executors import docker_engine, local_machine, slurm_cluster
 from megatron_mnist.executors.base import ExecutorKind
-from megatron_mnist.executors.fields import FieldError
 from megatron_mnist.executors.packaging import SourcePackager, describe_source
 
 KINDS: dict[str, ExecutorKind] = {
@@ -23,10 +23,6 @@ KINDS: dict[str, ExecutorKind] = {
 
 FACTORIES = {name: kind.factory for name, kind in KINDS.items()}
 local, docker, slurm = local_machine.local, docker_engine.docker, slurm_cluster.slurm
-
-
-class UnknownExecutor(ValueError):
-    """An executor of a kind this package does not offer (its checks and paths would be guesses)."""
 
 
 def kind_of(executor) -> ExecutorKind:
@@ -40,13 +36,9 @@ def kind_of(executor) -> ExecutorKind:
 
 
 def check_fields(executor) -> None:
-    """Raise :class:`~megatron_mnist.executors.fields.FieldError` for the first field that cannot be submitted
-    safely (the rules of the executor's kind, in its module); an executor of another kind is refused."""
-    try:
-        kind = kind_of(executor)
-    except UnknownExecutor as e:
-        raise FieldError(str(e)) from None
-    kind.check_fields(executor)
+    """Raise :class:`~megatron_mnist.errors.FieldError` for the first field that cannot be submitted safely (the
+    rules of the executor's kind, in its module); an executor of another kind is refused (``UnknownExecutor``)."""
+    kind_of(executor).check_fields(executor)
 
 
 __all__ = ["KINDS", "FACTORIES", "ExecutorKind", "SourcePackager", "UnknownExecutor", "check_fields",

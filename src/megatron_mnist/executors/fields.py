@@ -23,6 +23,8 @@ module under ``megatron_mnist/executors/``). ``executors.check_fields`` runs bef
 import re
 from dataclasses import fields, is_dataclass
 
+from megatron_mnist.errors import FieldError
+
 # Each rule is applied with fullmatch (a "$" anchor would also accept a trailing newline).
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # account, partition, qos, reservation ...
 HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[?[0-9A-Fa-f:]+\]?")
@@ -38,10 +40,6 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SLURM_NAMES = ("account", "partition", "qos", "job_name_prefix", "reservation", "network", "dependency_type")
 SLURM_COUNTS = ("nodes", "ntasks_per_node", "gpus_per_node", "gpus_per_task", "cpus_per_task", "cpus_per_gpu")
 SHELL_BY_DESIGN = ("setup_lines",)
-
-
-class FieldError(ValueError):
-    """An executor field that cannot be submitted safely; the message names it and what it may hold."""
 
 
 def refuse(key: str, value, expected: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from megatron_mnist import defaults
+from megatron_mnist.errors import InputError
 from megatron_mnist.job import engines
 from megatron_mnist.job.engines import DEFAULT as DEFAULT_ENGINE
 from megatron_mnist.job.engines import Engine
@@ -62,10 +63,11 @@ CONSTRAINTS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
 
 
 def check_value(key: str, value) -> None:
-    """ValueError naming ``key=value`` and what it must be, unless ``value`` is None (unset) or meets its constraint."""
+    """:class:`~megatron_mnist.errors.InputError` naming ``key=value`` and what it must be, unless ``value`` is None
+    (unset) or meets its constraint: the launcher's checks and the job raise the same line."""
     holds, expected = CONSTRAINTS[key]
     if value is not None and not holds(value):
-        raise ValueError(f"{key}={value!r} {expected}")
+        raise InputError(f"{key}={value!r} {expected}")
 
 
 def check_values(section: str, **values) -> None:

@@ -42,13 +42,13 @@ from nemo_run.cli.cli_parser import CLIException, parse_cli_args  # noqa: E402
 from torchx.specs import AppState  # noqa: E402
 
 from megatron_mnist import defaults, executors  # noqa: E402  (executors registers executor=local|...)
+from megatron_mnist.errors import InputError  # noqa: E402
 from megatron_mnist.executors.fields import CONTROL, SHELL_BY_DESIGN  # noqa: E402
 from megatron_mnist.job import engines  # noqa: E402
 from megatron_mnist.job.api import predict, train  # noqa: E402
 from megatron_mnist.launcher import moved_modules, nemo_run_private, report_command  # noqa: E402
 from megatron_mnist.launcher.config_files import ConfigFileError, load_recipe  # noqa: E402
 from megatron_mnist.launcher.console import console, fail  # noqa: E402
-from megatron_mnist.launcher.preflight import PreflightError, check_name  # noqa: E402
 from megatron_mnist.launcher.recipe_checks import RecipeError, check_overrides  # noqa: E402
 from megatron_mnist.launcher.submission import (  # noqa: E402
     SubmissionError,
@@ -67,6 +67,7 @@ from megatron_mnist.launcher.submission import (  # noqa: E402
     task_results,
 )
 from megatron_mnist.launcher.watch import ProgressView  # noqa: E402
+from megatron_mnist.names import check_name  # noqa: E402
 from recipes.finetune import finetune  # noqa: E402
 from recipes.pipeline import pipeline as pipeline_stages  # noqa: E402
 from recipes.predict import predict as predict_recipe  # noqa: E402
@@ -140,7 +141,7 @@ class LaunchContext(RunContext):
         args = [a for a in args if a != "--skip-checks"]
         try:
             check_name(self.name, "--name")
-        except PreflightError as e:
+        except InputError as e:
             fail(str(e))
         run_args, task_args = [], []
         for arg in args:
@@ -390,7 +391,7 @@ def pipeline(
     """
     try:
         check_name(name, "--name")
-    except PreflightError as e:
+    except InputError as e:
         fail(str(e))
     if loop not in engines.ENGINES:
         fail(f"--loop={loop!r} is not one of {', '.join(engines.ENGINES)}")
@@ -623,7 +624,7 @@ def refuse_an_empty_name(argv: list[str]) -> None:
         if arg in ("--name=", "-n=") or (arg in ("--name", "-n") and at + 1 < len(argv) and not argv[at + 1]):
             try:
                 check_name("", "--name")
-            except PreflightError as e:
+            except InputError as e:
                 fail(str(e))
 
 

@@ -19,12 +19,9 @@ from pathlib import Path
 import nemo_run as run
 import yaml
 
+from megatron_mnist.errors import ConfigFileError
 from megatron_mnist.job import api, builders
 from megatron_mnist.launcher.moved_modules import MOVED
-
-
-class ConfigFileError(ValueError):
-    """A config file that is not a recipe this command can run."""
 
 
 def _dotted(fn) -> str:

@@ -5,28 +5,11 @@ the SSH tunnel for a remote Slurm) lives in that kind's module under ``megatron_
 imports the training stack.
 """
 
-from megatron_mnist import names
 from megatron_mnist.errors import PreflightError
-from megatron_mnist.executors import check_fields
-from megatron_mnist.executors.fields import FieldError
+from megatron_mnist.executors import check_fields as check_executor_fields  # what each field may hold: never skipped
+from megatron_mnist.names import check_name  # names reach sbatch scripts, container names, folders and commands
 
 __all__ = ["PreflightError", "check_executor", "check_executor_fields", "check_name"]
-
-
-def check_name(name: str, what: str = "name") -> None:
-    """Names reach sbatch scripts, container names, folders and shell commands (``megatron_mnist.names``)."""
-    try:
-        names.check_name(name, what)
-    except names.NameError_ as e:
-        raise PreflightError(str(e)) from None
-
-
-def check_executor_fields(executor) -> None:
-    """What each field may hold (``megatron_mnist.executors.fields``): never skipped, like names."""
-    try:
-        check_fields(executor)
-    except FieldError as e:
-        raise PreflightError(str(e)) from None
 
 
 def check_executor(executor) -> None:

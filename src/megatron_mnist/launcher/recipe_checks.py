@@ -20,16 +20,13 @@ from megatron_mnist import defaults, run_record
 from megatron_mnist.checkpoint_paths import CheckpointError, checkpoint_model, last_checkpoint, resolve_checkpoint
 from megatron_mnist.data.idx import IDXError, check_mnist, mnist_folder
 from megatron_mnist.data.split import split_sizes
+from megatron_mnist.errors import RecipeError
 from megatron_mnist.executors.fields import CONTROL
 from megatron_mnist.job import api, builders, engines
 from megatron_mnist.model.spec import CONFIG_HEADS, TASKS
-from megatron_mnist.names import NameError_, check_name
+from megatron_mnist.names import check_name
 
 OVERRIDE = re.compile(r"^(?P<key>[A-Za-z_][\w.]*)(?P<op>\+=|-=|\*=|/=|=)(?P<value>.*)$", re.S)
-
-
-class RecipeError(ValueError):
-    """A recipe or an override that cannot run as given."""
 
 
 def dotted_parameters(config: fdl.Buildable, prefix: str = "") -> dict[str, typing.Any]:
@@ -114,10 +111,7 @@ def check_run_name(recipe: fdl.Buildable) -> None:
     log = getattr(recipe, "log", None)
     if log is None:
         return
-    try:
-        check_name(log.name, "log.name")  # fiddle answers the logger's default where unset
-    except NameError_ as e:
-        raise RecipeError(str(e)) from None
+    check_name(log.name, "log.name")  # fiddle answers the logger's default where unset
 
 
 def check_recipe(
@@ -133,10 +127,7 @@ def check_recipe(
         executor_gpus: GPUs the executor gives each task (None: this machine's, for the local executor).
     """
     for key in builders.CONSTRAINTS:  # the builders' own constraints, declared there once
-        try:
-            builders.check_value(key, _get(recipe, key))
-        except ValueError as e:
-            raise RecipeError(str(e)) from None
+        builders.check_value(key, _get(recipe, key))
     for key, launched, executor_key in (
         ("trainer.devices", ranks[0], "executor.ntasks_per_node"),
         ("trainer.num_nodes", ranks[1], "executor.nodes"),

@@ -20,6 +20,7 @@ from rich.markup import escape
 from torchx.specs import AppState
 
 from megatron_mnist import executors
+from megatron_mnist.errors import InputError, SubmissionError
 from megatron_mnist.executors.base import JobFolderUnreachable
 from megatron_mnist.job import api  # torch-free at import: the functions recipes point at
 from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, RESULT_MARK, STAGE_MARK
@@ -31,16 +32,12 @@ from megatron_mnist.launcher.nemo_run_private import (
     task_config,
 )
 from megatron_mnist.launcher.preflight import PreflightError, check_executor, check_executor_fields, check_name
-from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe, check_run_folder, check_run_name
+from megatron_mnist.launcher.recipe_checks import check_recipe, check_run_folder, check_run_name
 from megatron_mnist.launcher.watch import ProgressView, attach
 
 console = Console()
 LOG_TAIL_LINES = 40
 NOT_RUN = "NOT RUN"  # a pipeline's stage after one that did not succeed
-
-
-class SubmissionError(ValueError):
-    """Found before anything was submitted: one line naming the value and what was expected."""
 
 
 @dataclass
@@ -132,7 +129,7 @@ def prepare(
                 if local_files:  # every stage's own run folder is there now: it must be one the stage can continue
                     check_run_folder(task, ranks=(per_node, nodes), executor_gpus=gpus)
             check_executor(executor)
-    except (PreflightError, RecipeError) as e:
+    except InputError as e:  # a name, a field, the recipe, the run folder, the data, a checkpoint, the executor
         raise SubmissionError(str(e)) from None
     if executor is not None:
         executors.kind_of(executor).prepare(executor, list(stages.values()))
