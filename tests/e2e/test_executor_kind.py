@@ -19,7 +19,7 @@ import pytest
 from megatron_mnist import executors
 from megatron_mnist.executors import local_machine
 from megatron_mnist.executors.base import JobFolder
-from megatron_mnist.launcher import cli
+from megatron_mnist.launcher import experiments
 from megatron_mnist.launcher.submission import submit
 from recipes.pretrain import pretrain
 
@@ -79,7 +79,7 @@ def test_a_kind_registered_in_process_is_submitted_and_followed_up_through_its_o
     while submitting.is_alive():
         for experiment in set(run.Experiment.catalog("spooled")) - earlier:
             try:
-                seen |= set(cli.task_states(run.Experiment.from_id(experiment)).values())
+                seen |= set(experiments.task_states(run.Experiment.from_id(experiment)).values())
             except (AssertionError, FileNotFoundError, ValueError):  # its folder is still being written
                 pass
         submitting.join(timeout=0.5)
@@ -93,17 +93,17 @@ def test_a_kind_registered_in_process_is_submitted_and_followed_up_through_its_o
     assert "requeued 2x" in submitted and "step 20/20" in submitted  # the view's last line: the kind's word
     experiment = re.search(r"^experiment (\S+): ", submitted, re.M)[1]
 
-    cli.status(experiment)
+    experiments.status(experiment)
     status = capsys.readouterr().out
     assert "spooled: SUCCEEDED  job id: " in status and f"job dir: spool:{result.job_dir}" in status
 
     with pytest.raises(SystemExit) as watched:
-        cli.watch(experiment, every=1)
+        experiments.watch(experiment, every=1)
     out = capsys.readouterr().out
     assert watched.value.code == 0, out
     assert f"spooled: SUCCEEDED  job dir: spool:{result.job_dir}" in out and "steps: 20" in out
 
-    cli.logs(experiment, None)
+    experiments.logs(experiment, None)
     logs = capsys.readouterr().out
     headers = [line for line in logs.splitlines() if line.startswith("== spooled: ")]
     assert headers and all(line.endswith("stdout.log") for line in headers), logs  # the kind's log names only
