@@ -19,6 +19,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from megatron_mnist.checkpoint_paths import context_dir, last_checkpoint  # noqa: E402
+from megatron_mnist.model.spec import DECODER, TRUNK  # noqa: E402
 from megatron_mnist.run_logs import logged  # noqa: E402
 
 GRID_DIGITS = 16
@@ -75,7 +76,7 @@ def autoencoder(run: Path) -> dict[str, torch.Tensor] | None:
     if ckpt is None:
         return None
     weights = load_model_weights(ckpt)
-    return weights if "image_decoder.0.weight" in weights else None
+    return weights if f"{DECODER}.0.weight" in weights else None
 
 
 def reconstruct(weights: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
@@ -84,12 +85,12 @@ def reconstruct(weights: dict[str, torch.Tensor], images: torch.Tensor) -> torch
     from megatron_mnist.model import layers
 
     # both sizes are in the weights' shapes
-    hidden, embedding = weights["trunk.0.weight"].shape[0], weights["trunk.2.weight"].shape[0]
-    net = {"trunk": layers.trunk(hidden, embedding), "image_decoder": layers.image_decoder(hidden, embedding)}
+    hidden, embedding = weights[f"{TRUNK}.0.weight"].shape[0], weights[f"{TRUNK}.2.weight"].shape[0]
+    net = {TRUNK: layers.trunk(hidden, embedding), DECODER: layers.image_decoder(hidden, embedding)}
     for name, layer in net.items():
         layer.load_state_dict({k[len(name) + 1 :]: v.float() for k, v in weights.items() if k.startswith(name + ".")})
     with torch.no_grad():
-        return net["image_decoder"](net["trunk"](images.reshape(images.shape[0], -1))).reshape(images.shape)
+        return net[DECODER](net[TRUNK](images.reshape(images.shape[0], -1))).reshape(images.shape)
 
 
 def plot_reconstructions(images: torch.Tensor, rebuilt: torch.Tensor, labels: torch.Tensor, path: Path) -> None:

@@ -4,7 +4,8 @@ from megatron.core.transformer import TransformerConfig
 
 from megatron_mnist.job.builders import model_config
 from megatron_mnist.model import losses
-from megatron_mnist.model.config import FinetuneBothConfig, FinetuneConfig, PretrainConfig
+from megatron_mnist.model.config import CONFIGS, FinetuneBothConfig, FinetuneConfig, PretrainConfig
+from megatron_mnist.model.spec import TASKS, TRUNK
 from megatron_mnist.model.weights import CheckpointError, load_initial_weights
 
 
@@ -27,6 +28,18 @@ def test_configs_build_models_with_the_right_outputs(config, keys, loss):
     if "digit_logits" in out:
         assert out["digit_logits"].shape == (5, 10)
     assert config.get_loss_reduction_class() is loss
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_a_tasks_model_is_its_entry_in_the_task_table(task):
+    """The model's parts are the trunk and the table's heads, named as the table names them (the checkpoint's key
+    prefixes, which skip prefixes and the report read), and its loss is the table's."""
+    config = CONFIGS[task]()
+    parts = {key.split(".")[0] for key in config.configure_model().state_dict()}
+    assert parts == {TRUNK} | TASKS[task].heads
+    assert config.get_loss_reduction_class().__name__ == TASKS[task].loss
+    assert type(config).__name__ == TASKS[task].config
+    assert config.initial_ckpt_skip_keys_with_these_prefixes == list(TASKS[task].default_skip)
 
 
 def test_layer_sizes_match_the_tutorial():

@@ -13,13 +13,19 @@ from nemo.lightning.megatron_parallel import MegatronLossReduction
 from megatron_mnist import defaults
 from megatron_mnist.model import losses
 from megatron_mnist.model.modules import MNISTModel
-from megatron_mnist.model.spec import CLASSIFIER, DECODER, TASKS
+from megatron_mnist.model.spec import TASKS
 from megatron_mnist.model.weights import load_initial_weights
+
+
+def default_skip(task: str):
+    """The task's ``default_skip`` (model/spec.py) as a dataclass field's default."""
+    return field(default_factory=lambda: list(TASKS[task].default_skip))
 
 
 @dataclass
 class MNISTConfig(TransformerConfig):
-    """What every MNIST config shares. Subclasses choose the heads and the loss.
+    """What every MNIST config shares. A subclass names its task; the task's entry in ``model/spec.py`` says which
+    heads the model has, which loss trains it and which parameters a finetune starts fresh.
 
     Args:
         initial_ckpt_path: a checkpoint whose weights start this model (finetuning); None = fresh weights.
@@ -34,52 +40,41 @@ class MNISTConfig(TransformerConfig):
     initial_ckpt_path: str | None = None
     initial_ckpt_skip_keys_with_these_prefixes: list[str] = field(default_factory=list)
 
-    has_decoder: ClassVar[bool]
-    has_classifier: ClassVar[bool]
-    loss_reduction_class: ClassVar[type[MegatronLossReduction]]
+    task: ClassVar[str]
 
     def configure_model(self) -> MNISTModel:
-        model = MNISTModel(self, decoder=self.has_decoder, classifier=self.has_classifier)
+        model = MNISTModel(self, heads=TASKS[self.task].heads)
         if self.initial_ckpt_path:
             load_initial_weights(model, self.initial_ckpt_path, self.initial_ckpt_skip_keys_with_these_prefixes)
         return model
 
     def get_loss_reduction_class(self) -> type[MegatronLossReduction]:
-        return self.loss_reduction_class
+        return getattr(losses, TASKS[self.task].loss)
 
 
 @dataclass
 class PretrainConfig(MNISTConfig):
     """The autoencoder: trunk + decoder, MSE reconstruction loss."""
 
-    has_decoder: ClassVar[bool] = DECODER in TASKS["pretrain"].heads
-    has_classifier: ClassVar[bool] = CLASSIFIER in TASKS["pretrain"].heads
-    loss_reduction_class: ClassVar[type] = losses.MSELossReduction
+    task: ClassVar[str] = "pretrain"
 
 
 @dataclass
 class FinetuneConfig(MNISTConfig):
     """The classifier: trunk + digit_classifier (the decoder dropped), cross-entropy loss."""
 
-    has_decoder: ClassVar[bool] = DECODER in TASKS["finetune"].heads
-    has_classifier: ClassVar[bool] = CLASSIFIER in TASKS["finetune"].heads
-    loss_reduction_class: ClassVar[type] = losses.ClassifierLossReduction
-    initial_ckpt_skip_keys_with_these_prefixes: list[str] = field(
-        default_factory=lambda: list(TASKS["finetune"].default_skip)
-    )
+    task: ClassVar[str] = "finetune"
+    initial_ckpt_skip_keys_with_these_prefixes: list[str] = default_skip("finetune")
 
 
 @dataclass
 class FinetuneBothConfig(MNISTConfig):
     """Trunk + decoder + digit_classifier, trained on MSE + cross-entropy."""
 
-    has_decoder: ClassVar[bool] = DECODER in TASKS["finetune_both"].heads
-    has_classifier: ClassVar[bool] = CLASSIFIER in TASKS["finetune_both"].heads
-    loss_reduction_class: ClassVar[type] = losses.MSEPlusClassifierLossReduction
-    initial_ckpt_skip_keys_with_these_prefixes: list[str] = field(
-        default_factory=lambda: list(TASKS["finetune_both"].default_skip)
-    )
+    task: ClassVar[str] = "finetune_both"
+    initial_ckpt_skip_keys_with_these_prefixes: list[str] = default_skip("finetune_both")
 
 
 # each task's config class, by the name model/spec.py gives it
 CONFIGS: dict[str, type[MNISTConfig]] = {task: globals()[spec.config] for task, spec in TASKS.items()}
+assert all(config.task == task for task, config in CONFIGS.items()), "a config class names another task"

@@ -5,6 +5,7 @@ from megatron.core.transformer.enums import ModelType
 from megatron.core.transformer.module import MegatronModule
 
 from megatron_mnist.model import layers
+from megatron_mnist.model.spec import CLASSIFIER, DECODER
 
 
 class MNISTModel(MegatronModule):
@@ -18,14 +19,15 @@ class MNISTModel(MegatronModule):
     with the classifier.
     """
 
-    def __init__(self, config, decoder: bool, classifier: bool):
+    def __init__(self, config, heads: frozenset[str]):
+        """``heads``: the task's (``model/spec.py``'s ``TASKS``), beside the trunk every task has."""
         super().__init__(config)
         self.model_type = ModelType.encoder_or_decoder  # read by Megatron's schedules
         hidden, embedding = config.hidden_size, config.embedding_dim
         self.trunk = layers.trunk(hidden, embedding)
         # Not named `decoder`: Megatron's schedules take a model's `decoder` for a transformer block with `.layers`.
-        self.image_decoder = layers.image_decoder(hidden, embedding) if decoder else None
-        self.digit_classifier = layers.digit_classifier(embedding) if classifier else None
+        self.image_decoder = layers.image_decoder(hidden, embedding) if DECODER in heads else None
+        self.digit_classifier = layers.digit_classifier(embedding) if CLASSIFIER in heads else None
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.trunk(images.reshape(images.shape[0], -1))

@@ -9,13 +9,16 @@ context).
 from dataclasses import dataclass
 from typing import Literal
 
+# the model's parts, named as its attributes (model/modules.py) and so as its checkpoint's key prefixes
+TRUNK = "trunk"  # 784 → 64 → ReLU → 3: every task's
 DECODER = "image_decoder"  # 3 → 64 → 784: reconstructs the digit (MSE)
 CLASSIFIER = "digit_classifier"  # 3 → 10: the digit's logits (cross-entropy)
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a task's model is: its config class (in ``model/config.py``), its heads beside the trunk, its loss, and
+    """What a task's model is: its config class (in ``model/config.py``), its heads beside the trunk (the model
+    builds these, ``model/modules.py``), its loss (a ``MegatronLossReduction`` of ``model/losses.py``, by name), and
     the parameters it does not take from an initial checkpoint by default (a head it trains fresh)."""
 
     config: str
@@ -25,10 +28,10 @@ class TaskSpec:
 
 
 TASKS: dict[str, TaskSpec] = {
-    "pretrain": TaskSpec("PretrainConfig", frozenset({DECODER}), "MSE reconstruction"),
-    "finetune": TaskSpec("FinetuneConfig", frozenset({CLASSIFIER}), "cross-entropy", (CLASSIFIER,)),
+    "pretrain": TaskSpec("PretrainConfig", frozenset({DECODER}), "MSELossReduction"),
+    "finetune": TaskSpec("FinetuneConfig", frozenset({CLASSIFIER}), "ClassifierLossReduction", (CLASSIFIER,)),
     "finetune_both": TaskSpec(
-        "FinetuneBothConfig", frozenset({DECODER, CLASSIFIER}), "MSE + cross-entropy", (CLASSIFIER,)
+        "FinetuneBothConfig", frozenset({DECODER, CLASSIFIER}), "MSEPlusClassifierLossReduction", (CLASSIFIER,)
     ),
 }
 
