@@ -6,9 +6,18 @@ import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from megatron_mnist.job_protocol import PROGRESS_FILE
+
+
+class Shape(NamedTuple):
+    """What an executor starts, as the pre-submit checks hold a recipe against it."""
+
+    ranks_per_node: int
+    nodes: int
+    gpus_per_task: int | None  # None: this machine's (the local executor)
+    sees_local_files: bool  # whether the job reads this machine's files (paths are checked here before submitting)
 
 
 def _nothing(*args) -> None:
@@ -77,8 +86,7 @@ class ExecutorKind:
         executor_type: the NeMo-Run executor class its factory builds (how a built executor is recognised).
         factory: the ``@run.cli.factory`` returning a ``run.Config`` of that class; ``executor.KEY=VALUE`` sets
             its arguments or the executor's fields.
-        shape: a built executor → (ranks per node, nodes, GPUs per task or None for this machine's, whether the
-            job sees this machine's files): what the pre-submit checks hold a recipe against.
+        shape: a built executor → its :class:`Shape`: what the pre-submit checks hold a recipe against.
         check_fields: raises ``executor_fields.FieldError`` for a field that cannot be submitted safely; runs
             before every submission, dry run and ``check`` (also with ``--skip-checks``).
         preflight: raises ``megatron_mnist.errors.PreflightError`` for what would make the submission fail where it runs
@@ -110,7 +118,7 @@ class ExecutorKind:
     name: str
     executor_type: type
     factory: Callable
-    shape: Callable[[Any], tuple[int, int, int | None, bool]]
+    shape: Callable[[Any], Shape]
     check_fields: Callable[[Any], None]
     preflight: Callable[[Any], None] = _nothing
     prepare: Callable[[Any, Iterable], None] = _nothing

@@ -10,7 +10,7 @@ from typing import Optional
 import nemo_run as run
 
 from megatron_mnist.errors import PreflightError
-from megatron_mnist.executors.base import ExecutorKind
+from megatron_mnist.executors.base import ExecutorKind, Shape
 from megatron_mnist.executors.fields import IMAGE, SHM_SIZE, check_env, check_mount, every_field_one_line, refuse
 from megatron_mnist.executors.packaging import SourcePackager
 from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, PROGRESS_FILE
@@ -71,8 +71,8 @@ def docker(
 run.cli.factory(docker.wrapped, target=run.Executor, name="docker")
 
 
-def shape(executor: run.DockerExecutor) -> tuple[int, int, int, bool]:
-    return executor.ntasks_per_node, 1, executor.num_gpus or 0, True
+def shape(executor: run.DockerExecutor) -> Shape:
+    return Shape(executor.ntasks_per_node, 1, executor.num_gpus or 0, sees_local_files=True)
 
 
 def check_fields(executor: run.DockerExecutor) -> None:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import nemo_run as run
 
-from megatron_mnist.executors.base import ExecutorKind
+from megatron_mnist.executors.base import ExecutorKind, Shape
 from megatron_mnist.executors.fields import check_env
 
 
@@ -22,8 +22,8 @@ def local(ntasks_per_node: int = 1, launcher: Optional[str] = None) -> run.Confi
     return run.Config(run.LocalExecutor, ntasks_per_node=ntasks_per_node, launcher=launcher)
 
 
-def shape(executor: run.LocalExecutor) -> tuple[int, int, None, bool]:
-    return executor.nproc_per_node(), executor.nnodes(), None, True
+def shape(executor: run.LocalExecutor) -> Shape:
+    return Shape(executor.nproc_per_node(), executor.nnodes(), None, sees_local_files=True)
 
 
 def check_fields(executor: run.LocalExecutor) -> None:

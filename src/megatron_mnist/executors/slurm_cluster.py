@@ -15,6 +15,7 @@ from megatron_mnist.executors.base import (
     ExecutorKind,
     JobFolder,
     JobFolderUnreachable,
+    Shape,
     progress_in_job_dir,
     this_machines_folder,
 )
@@ -117,9 +118,9 @@ def slurm(
     )
 
 
-def shape(executor: run.SlurmExecutor) -> tuple[int, int, int, bool]:
-    local_files = isinstance(executor.tunnel, run.LocalTunnel)
-    return executor.ntasks_per_node, executor.nodes, executor.gpus_per_node or 0, local_files
+def shape(executor: run.SlurmExecutor) -> Shape:
+    local_files = isinstance(executor.tunnel, run.LocalTunnel)  # behind SSH the job reads the cluster's files
+    return Shape(executor.ntasks_per_node, executor.nodes, executor.gpus_per_node or 0, local_files)
 
 
 def check_fields(executor: run.SlurmExecutor) -> None:

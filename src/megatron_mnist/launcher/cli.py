@@ -268,8 +268,9 @@ class LaunchContext(RunContext):
         sys.exit(exit_status(results, self.detach))
 
 
-def parse_executor(args: list[str]):
-    """``executor=NAME executor.key=value ...`` from extra arguments (default: local); the rest of the arguments."""
+def executor_and_overrides(args: list[str]):
+    """``executor=NAME executor.key=value ...`` from the pipeline's extra arguments (default: local), built; the
+    rest of the arguments (the stages' overrides)."""
     name, executor_args, rest = nemo_run_private.parse_prefixed_args(args, "executor")
     try:
         config = LaunchContext(name="pipeline").parse_executor(name or "local", *executor_args)
@@ -346,7 +347,7 @@ def pipeline(
         fail(str(e))
     if loop not in engines.ENGINES:
         fail(f"--loop={loop!r} is not one of {', '.join(engines.ENGINES)}")
-    executor, overrides = parse_executor(ctx.args)
+    executor, overrides = executor_and_overrides(ctx.args)
     stages = pipeline_stages(
         name=name, log_dir=pipeline_output_dir(log_dir, executor), accelerator=accelerator, max_steps=max_steps,
         loop=loop,

@@ -19,7 +19,7 @@ MOVED = {
         "api", "builders", "strategies", "lightning", "megatron_optim", "megatron_writer", "checkpoint",
         "preemption", "world", "progress_file")},
     **{f"megatron_mnist.{m}": f"megatron_mnist.launcher.{m}" for m in (
-        "submission", "watch", "preflight", "recipe_checks", "config_files", "lean_nemo_run", "nemo_run_private")},
+        "submission", "watch", "recipe_checks", "config_files", "lean_nemo_run", "nemo_run_private")},
     "megatron_mnist.executor_fields": "megatron_mnist.executors.fields",
 }  # fmt: skip
 

@@ -20,8 +20,8 @@ from rich.markup import escape
 from torchx.specs import AppState
 
 from megatron_mnist import executors
-from megatron_mnist.errors import InputError, SubmissionError
-from megatron_mnist.executors.base import JobFolderUnreachable
+from megatron_mnist.errors import InputError, PreflightError, SubmissionError
+from megatron_mnist.executors.base import JobFolderUnreachable, Shape
 from megatron_mnist.job import api  # torch-free at import: the functions recipes point at
 from megatron_mnist.job_protocol import CONTAINER_JOB_DIR, RESULT_MARK, STAGE_MARK
 from megatron_mnist.launcher.nemo_run_private import (
@@ -31,9 +31,9 @@ from megatron_mnist.launcher.nemo_run_private import (
     experiment_id,
     task_config,
 )
-from megatron_mnist.launcher.preflight import PreflightError, check_executor, check_executor_fields, check_name
 from megatron_mnist.launcher.recipe_checks import check_recipe, check_run_folder, check_run_name
 from megatron_mnist.launcher.watch import ProgressView, attach
+from megatron_mnist.names import check_name
 
 console = Console()
 LOG_TAIL_LINES = 40
@@ -113,32 +113,36 @@ def prepare(
         check_name(name, "--name")
         for task in stages.values():
             check_run_name(task)
-        if executor is not None:
-            check_executor_fields(executor)
-            if detach and not executors.kind_of(executor).can_detach:
+        kind = None if executor is None else executors.kind_of(executor)  # an executor of no kind: refused here
+        if kind is not None:
+            kind.check_fields(executor)
+            if detach and not kind.can_detach:
                 kinds = ", ".join(k.name for k in executors.KINDS.values() if k.can_detach)
                 raise PreflightError(
                     f"--detach needs an executor whose jobs outlive the launcher (executor={kinds}): "
-                    f"{executors.kind_of(executor).name}'s jobs are followed by the launcher, so run without --detach"
+                    f"{kind.name}'s jobs are followed by the launcher, so run without --detach"
                 )
         if not skip_checks:
-            per_node, nodes, gpus, local_files = executor_shape(executor)
+            shape = executor_shape(executor)
+            ranks = (shape.ranks_per_node, shape.nodes)
             for index, task in enumerate(stages.values()):
                 # a later pipeline stage starts from files an earlier one has yet to write
-                check_recipe(task, ranks=(per_node, nodes), executor_gpus=gpus, check_paths=local_files and index == 0)
-                if local_files:  # every stage's own run folder is there now: it must be one the stage can continue
-                    check_run_folder(task, ranks=(per_node, nodes), executor_gpus=gpus)
-            check_executor(executor)
+                check_recipe(task, ranks=ranks, executor_gpus=shape.gpus_per_task,
+                             check_paths=shape.sees_local_files and index == 0)  # fmt: skip
+                if shape.sees_local_files:  # every stage's own run folder is there now: one it can continue
+                    check_run_folder(task, ranks=ranks, executor_gpus=shape.gpus_per_task)
+            if kind is not None:
+                kind.preflight(executor)  # where the job would run: a partition, an image, a venv
     except InputError as e:  # a name, a field, the recipe, the run folder, the data, a checkpoint, the executor
         raise SubmissionError(str(e)) from None
-    if executor is not None:
-        executors.kind_of(executor).prepare(executor, list(stages.values()))
+    if kind is not None:
+        kind.prepare(executor, list(stages.values()))
 
 
-def executor_shape(executor) -> tuple[int, int, int | None, bool]:
-    """(ranks per node, nodes, GPUs per task or None for this machine's, whether the job sees this machine's files)."""
-    if executor is None:  # --direct: this process
-        return 1, 1, None, True
+def executor_shape(executor) -> Shape:
+    """What the executor starts; ``None`` (``--direct``) is this process."""
+    if executor is None:
+        return Shape(1, 1, None, sees_local_files=True)
     return executors.kind_of(executor).shape(executor)
 
 
