@@ -198,13 +198,24 @@ class LaunchContext(RunContext):
             fail(str(e))
         return parse_cli_args(task, args) if args else task
 
-    def _execute_task(self, fn, task_args):
+    def keys_recipe(self, fn):
+        """What the overrides' keys are checked against: the file's recipe with ``--yaml`` (its keys, not the
+        factory's), else the command's factory's. Composed once per command, a sweep's combinations included."""
+        if not self.yaml:
+            return self.recipe_factory()
         try:
-            check_overrides(self.recipe_factory(), [a for a in task_args if "=" in a])
+            return load_recipe(self.yaml, fn)
+        except ConfigFileError as e:
+            fail(str(e))
+
+    def _execute_task(self, fn, task_args):
+        keys_recipe = self.keys_recipe(fn)
+        try:
+            check_overrides(keys_recipe, [a for a in task_args if "=" in a])
         except RecipeError as e:
             fail(str(e))
         if self.sweep_axes:
-            return self._execute_sweep(fn, task_args)
+            return self._execute_sweep(fn, task_args, keys_recipe)
         try:
             task = self.parse_fn(fn, task_args)
         except (ValueError, TypeError, AttributeError, CLIException) as e:  # NeMo-Run's parser errors
@@ -232,14 +243,14 @@ class LaunchContext(RunContext):
         )
         sys.exit(exit_status(results, self.detach))
 
-    def _execute_sweep(self, fn, task_args):
+    def _execute_sweep(self, fn, task_args, keys_recipe):
         """One task per combination of the axes' values, run side by side as one experiment; then a table of the
         final val losses (also written as CSV beside the runs)."""
         keys = [key for key, _ in self.sweep_axes]
         combos = list(itertools.product(*(values for _, values in self.sweep_axes)))
         try:
             for combo in combos:
-                check_overrides(self.recipe_factory(), [f"{k}={v}" for k, v in zip(keys, combo, strict=True)])
+                check_overrides(keys_recipe, [f"{k}={v}" for k, v in zip(keys, combo, strict=True)])
         except RecipeError as e:
             fail(f"--sweep: {e}")
         given = dict(a.split("=", 1) for a in task_args if a.startswith("log.log_dir="))
