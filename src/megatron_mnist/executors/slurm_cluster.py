@@ -5,6 +5,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -274,13 +275,33 @@ def slurm_job_id(job) -> str | None:
 FILE_MARK = "==> megatron_mnist file: "  # between the files one command reads back through the tunnel
 
 
+_CONNECTIONS: dict[tuple, run.SSHTunnel] = {}  # (thread, user, host, port) → an open connection of the launcher's
+
+
+def _connection_key(tunnel: run.SSHTunnel) -> tuple:
+    return threading.get_ident(), tunnel.user, tunnel.host, tunnel.port
+
+
+def _connection(tunnel: run.SSHTunnel) -> run.SSHTunnel:
+    """This thread's SSH connection to the tunnel's host, opened at its first use and kept for every job folder
+    there: one per host for the launcher and one for its live view's thread (a paramiko connection is not shared
+    across threads; NeMo-Run's waiting threads use their own)."""
+    key = _connection_key(tunnel)
+    if key not in _CONNECTIONS:
+        own = run.SSHTunnel(host=tunnel.host, user=tunnel.user, port=tunnel.port, identity=tunnel.identity,
+                            job_dir=tunnel.job_dir)  # fmt: skip
+        own.connect()
+        _CONNECTIONS[key] = own
+    return _CONNECTIONS[key]
+
+
 class ClusterJobFolder(JobFolder):
-    """A job's directory on the login node (NeMo-Run's layout there: TUNNEL_JOB_DIR/TITLE/ID/TASK), read through an
-    SSH connection of its own, opened at the first read (NeMo-Run's waiting threads use theirs). A connection that
-    fails raises :class:`JobFolderUnreachable`."""
+    """A job's directory on the login node (NeMo-Run's layout there: TUNNEL_JOB_DIR/TITLE/ID/TASK), read through the
+    launcher's own SSH connection to that host (:func:`_connection`). A connection that fails raises
+    :class:`JobFolderUnreachable`, and the next read connects again."""
 
     def __init__(self, executor: run.SlurmExecutor):
-        self.tunnel, self._own = executor.tunnel, None
+        self.tunnel = executor.tunnel
         self.path = f"{executor.tunnel.job_dir}/{os.path.basename(executor.job_dir)}"
 
     @property
@@ -289,13 +310,9 @@ class ClusterJobFolder(JobFolder):
 
     def run(self, command: str) -> str:
         try:
-            if self._own is None:
-                t = self.tunnel
-                own = run.SSHTunnel(host=t.host, user=t.user, port=t.port, identity=t.identity, job_dir=t.job_dir)
-                own.connect()
-                self._own = own
-            return self._own.run(command, hide=True, warn=True).stdout
+            return _connection(self.tunnel).run(command, hide=True, warn=True).stdout
         except Exception as e:  # paramiko's and the socket's own errors: unreachable, refused, dropped, timed out
+            _CONNECTIONS.pop(_connection_key(self.tunnel), None)  # the next read connects again
             raise JobFolderUnreachable(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
 
     def read(self, name: str) -> str:

@@ -36,15 +36,10 @@ def attach(exp: run.Experiment) -> None:
 
 class Reader:
     """Reads one experiment's tasks' progress files and their schedulers' word, each through its executor kind's
-    :class:`~megatron_mnist.executors.base.JobFolder` (kept: behind SSH, one connection per task folder)."""
-
-    def __init__(self):
-        self._folders: dict[str, JobFolder] = {}
+    :class:`~megatron_mnist.executors.base.JobFolder`."""
 
     def folder(self, executor) -> JobFolder:
-        if executor.job_dir not in self._folders:
-            self._folders[executor.job_dir] = executors.kind_of(executor).job_folder(executor)
-        return self._folders[executor.job_dir]
+        return executors.kind_of(executor).job_folder(executor)
 
     def progress(self, executor) -> dict:
         try:
