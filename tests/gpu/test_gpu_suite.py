@@ -212,6 +212,24 @@ def compare_runs(a: Path, b: Path) -> tuple[str, str, str]:
     return tuple(found)
 
 
+def test_logged_losses_are_read_back_without_waiting_for_the_gpu():
+    """The megatron engine's LossReadback: a log step's loss is queued behind the GPU's work, not waited for (the
+    host runs on while the GPU is busy), and comes back exact once the GPU gets there."""
+    from megatron_mnist.job.megatron_engine import LossReadback
+
+    readback = LossReadback(torch.device("cuda"))
+    torch.cuda.synchronize()
+    loss = torch.full((), 0.25, device="cuda")
+    torch.cuda._sleep(2_000_000_000)  # about a second of GPU work ahead of the copy
+    loss.mul_(3.0)
+    started = time.perf_counter()
+    readback.push(7, loss)
+    pushed_in, early = time.perf_counter() - started, readback.ready()
+    drained = readback.drain()
+    print(f"push took {pushed_in * 1e6:.0f} µs with the GPU busy; ready() then: {early}; drain(): {drained}")
+    assert early == [] and drained == [(7, 0.75)]
+
+
 def test_distributed_adam_resume_gives_each_parameter_its_own_step():
     """The cause of the drifting GPU resumes, measured: megatron-core 0.15's DistributedOptimizer.load_state_dict
     (without Apex / TE) gives every parameter one shared ``step`` tensor, which torch's Adam then advances once

@@ -335,6 +335,44 @@ class RunState:
     best: list = field(default_factory=list)  # [(val_loss, checkpoint name)], best first
 
 
+class LossReadback:
+    """The logged train losses, read back without making the host wait for the device.
+
+    On a log step the loss (a device tensor) is copied into pinned host memory behind the step's kernels, and the
+    value is read once that copy has run: at a later step's :meth:`ready`, or at :meth:`drain` before a validation
+    and at the end (they wait anyway). ``float(loss)`` on the log step itself would stop the host there until the GPU
+    caught up — in graph mode, where the host runs ahead of the replays, an idle GPU every ``log_every_n_steps``.
+    Same values, same rows, in the same order; on a CPU the value is read at once."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.pending: list[tuple[int, torch.Tensor, object]] = []  # (row's step, host copy, its copy's event)
+
+    def push(self, step: int, loss: torch.Tensor) -> None:
+        if self.device.type == "cpu":
+            self.pending.append((step, loss.detach().float(), None))
+            return
+        host = torch.empty((), dtype=torch.float32, pin_memory=True)
+        host.copy_(loss.detach().float(), non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        self.pending.append((step, host, done))
+
+    def ready(self) -> list[tuple[int, float]]:
+        """The (step, loss) pairs whose copies have run, oldest first; the rest stay pending."""
+        out = []
+        while self.pending and (self.pending[0][2] is None or self.pending[0][2].query()):
+            step, host, _ = self.pending.pop(0)
+            out.append((step, float(host)))
+        return out
+
+    def drain(self) -> list[tuple[int, float]]:
+        """Every pending pair, waiting for the last copy."""
+        if self.pending and self.pending[-1][2] is not None:
+            self.pending[-1][2].synchronize()
+        return self.ready()
+
+
 class RunLogs:
     """``csv_logs/version_N/metrics.csv`` (a new version per invocation, as Lightning's CSVLogger) and TensorBoard
     events in ``tb_logs/``; global rank 0 only."""
@@ -419,6 +457,7 @@ def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir:
     interval = min(settings.val_check_interval, settings.max_steps)
     step = Step(parts, micro_batches, data.micro_batch_size, data.files("train"))
     indices = iter(data.megatron_indices("train", state.consumed_samples, parts.dp_rank, parts.dp_size))
+    readback = LossReadback(parts.device)
     train_loss, saved_at, done_here = None, None, 0
     started = time.monotonic()
     if progress:
@@ -437,10 +476,12 @@ def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir:
             state.step += 1
             state.consumed_samples += data.global_batch_size
             if state.step % settings.log_every_n_steps == 0:
-                train_loss = float(data_parallel_mean(step.loss(outcome), parts))  # a device sync: only when written
+                readback.push(logged_step, data_parallel_mean(step.loss(outcome), parts))
+            validating = state.step % interval == 0
+            for row_step, train_loss in readback.drain() if validating else readback.ready():
                 if logs:
-                    logs.log(logged_step, train_loss=train_loss)
-            if state.step % interval == 0:
+                    logs.log(row_step, train_loss=train_loss)
+            if validating:
                 state.val_loss = validate(parts, data, settings)
                 if logs and state.val_loss is not None:
                     logs.log(logged_step, val_loss=state.val_loss)
@@ -454,10 +495,15 @@ def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir:
             if progress and progress.due():
                 progress.write("training", state.step, settings.max_steps, train_loss, state.val_loss)
             if on_step_end is not None:
-                on_step_end(state.step, state.step % interval == 0)
+                on_step_end(state.step, validating)
             if signals.any_rank(parts.dp_size, parts.device):
                 print(f"{signals.stop_now()} after step {state.step}: saving the last checkpoint, then exiting")
                 break
+        for row_step, train_loss in readback.drain():
+            if logs:
+                logs.log(row_step, train_loss=train_loss)
+        if train_loss is None and done_here:  # no log step: the last step's loss (every rank: a collective on CPU)
+            train_loss = float(data_parallel_mean(step.loss(outcome), parts))
         if log.checkpoint and saved_at != state.step and done_here:
             save_checkpoint(run_dir, parts, state, log.save_top_k, zero, validated=False)  # the last, as at train end
     finally:
@@ -473,8 +519,6 @@ def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir:
         return None
     if logs.rows == 0:
         shutil.rmtree(run_dir / "csv_logs" / f"version_{_last_version(run_dir)}", ignore_errors=True)
-    if train_loss is None and state.step:
-        train_loss = float(data_parallel_mean(step.loss(outcome), parts))
     return {
         "run_dir": str(run_dir.resolve()),
         "step": state.step,
