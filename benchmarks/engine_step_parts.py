@@ -25,6 +25,7 @@ import torch
 
 from megatron_mnist import defaults
 from megatron_mnist.job import megatron_engine as engine
+from megatron_mnist.job.process import freeze_heap
 from recipes.pretrain import pretrain
 
 
@@ -71,6 +72,7 @@ def main():
         def next_indices():
             return [next(indices) for _ in range(micro_batches)]
 
+        freeze_heap()  # as the engine's train() does before its loop
         for _ in range(20):
             step.eager(step.batches(next_indices()))
         torch.cuda.synchronize()
@@ -146,15 +148,22 @@ def main():
                 pstats.Stats(profiler, stream=out).sort_stats(key).print_stats(args.profile)
                 print(f"---- cProfile, {args.steps} eager steps, by {key} ----\n{out.getvalue()}", flush=True)
 
-        # -- validation and checkpoint --
+        # -- validation and checkpoint (the save with 1 and 2 writer processes, interleaved) --
         results["validation_ms"] = spread(timed(lambda: engine.validate(parts, data, settings), 5), 1e3)
         state = engine.RunState(step=100, consumed_samples=6400, val_loss=0.05)
         run_dir = Path(log_dir) / "parts"
-        results["checkpoint_ms"] = spread(
-            timed(lambda: engine.save_checkpoint(run_dir, parts, state, 1, True, validated=False), 5), 1e3
-        )
-        print("validation (ms):", results["validation_ms"], "checkpoint save (ms):", results["checkpoint_ms"],
-              flush=True)  # fmt: skip
+        saves = {1: [], 2: []}
+        for _ in range(5):
+            for writers in saves:
+                engine.CHECKPOINT_WRITERS = writers
+                saves[writers] += timed(
+                    lambda: engine.save_checkpoint(run_dir, parts, state, 1, True, validated=False), 1
+                )
+        engine.CHECKPOINT_WRITERS = 1
+        for writers, times in saves.items():
+            results[f"checkpoint_ms_{writers}_writers"] = spread(times, 1e3)
+        print("validation (ms):", results["validation_ms"], "checkpoint save (ms), by writers:",
+              {w: results[f"checkpoint_ms_{w}_writers"] for w in saves}, flush=True)  # fmt: skip
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
@@ -165,7 +174,15 @@ def main():
             print(f"---- cProfile, one checkpoint save, cumulative ----\n{out.getvalue()}", flush=True)
 
         # -- graph mode: the loop's replay, then bare replays (the GPU's time per step) --
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
         step.capture(next_indices())
+        torch.cuda.synchronize()
+        results["graph_capture_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
+        t0 = time.perf_counter()
+        step.replay(next_indices())
+        torch.cuda.synchronize()
+        results["graph_first_replay_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
         for _ in range(20):
             step.replay(next_indices())
         torch.cuda.synchronize()

@@ -54,6 +54,10 @@ SHARDED_METADATA = {
     "distrib_optim_sharding_type": "fully_reshardable",
     "distrib_optim_fully_reshardable_mem_efficient": False,
 }
+# processes that write a checkpoint's weights (torch_dist's thread_count, 2 by default): each is forked from the
+# training process for every save, at a cost that grows with the process's mappings (CUDA's among them), and each
+# writes a file of its own; this model's checkpoint is a few hundred KB, which one writes as fast as two
+CHECKPOINT_WRITERS = 1
 CAPTURE_WARMUP_STEPS = 3  # eager steps on the capture stream before the step is captured (counted as steps)
 
 
@@ -624,7 +628,10 @@ def _write(folder: Path, name: str, parts: Parts, state: RunState, zero: bool, b
             weights.mkdir(parents=True)
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
-        dist_checkpointing.save({**_sharded(parts, is_loading=False), "run": common}, str(weights))
+        from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
+
+        strategy = TorchDistSaveShardedStrategy("torch_dist", 1, thread_count=CHECKPOINT_WRITERS)
+        dist_checkpointing.save({**_sharded(parts, is_loading=False), "run": common}, str(weights), strategy)
     if zero:
         write_context(folder / name, parts.module.config, engine="megatron")
         marker.unlink()
