@@ -100,3 +100,17 @@ def test_graph_mode_without_the_digits_on_the_gpu_is_refused_before_submit_and_o
         check_recipe(recipe, check_paths=False, executor_gpus=1)
     with pytest.raises(ValueError, match="needs data.device_resident=true"):
         builders.check_graph_mode("megatron", True, "gpu", "bf16-mixed", device_resident=False)
+
+
+def test_graph_mode_with_fp16_loss_scaling_is_refused_before_submit_and_on_the_node():
+    from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe
+
+    recipe = pretrain(name="g")
+    recipe.trainer.loop, recipe.trainer.cuda_graph, recipe.trainer.accelerator = "megatron", True, "gpu"
+    recipe.trainer.precision = "bf16-mixed"
+    check_recipe(recipe, check_paths=False, executor_gpus=1)  # bf16 needs no loss scaling: fine
+    recipe.trainer.precision = "16-mixed"  # its loss scaler reads the gradients' overflow on the host every step
+    with pytest.raises(RecipeError, match="trainer.cuda_graph=true with trainer.precision=16-mixed"):
+        check_recipe(recipe, check_paths=False, executor_gpus=1)
+    with pytest.raises(ValueError, match="trainer.cuda_graph=true with trainer.precision=16-mixed"):
+        builders.check_graph_mode("megatron", True, "gpu", "16-mixed")
