@@ -26,7 +26,7 @@ import torch
 from megatron_mnist import defaults
 from megatron_mnist.job import megatron_engine as engine
 from megatron_mnist.job.process import freeze_heap
-from recipes.pretrain import pretrain
+from megatron_mnist_recipes.pretrain import pretrain
 
 
 def timed(fn, repeat: int) -> list[float]:

@@ -21,9 +21,9 @@ import fiddle as fdl
 import lightning.pytorch as pl
 import torch
 
-from recipes.finetune import finetune
-from recipes.predict import predict
-from recipes.pretrain import pretrain
+from megatron_mnist_recipes.finetune import finetune
+from megatron_mnist_recipes.predict import predict
+from megatron_mnist_recipes.pretrain import pretrain
 
 
 class StepTimer(pl.Callback):

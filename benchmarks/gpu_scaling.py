@@ -52,7 +52,7 @@ def worker(args) -> None:
     from gpu_throughput import StepTimer, steady_rate
 
     from megatron_mnist.run_logs import logged
-    from recipes.pretrain import pretrain
+    from megatron_mnist_recipes.pretrain import pretrain
 
     world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     work = Path(args.work)

@@ -53,7 +53,7 @@ from gpu_pipeline import reset_megatron_state  # the script beside this one (its
 from torch import nn
 
 from megatron_mnist.data.dataset import MNISTCustom
-from recipes.pretrain import pretrain
+from megatron_mnist_recipes.pretrain import pretrain
 
 VARIANTS = ("a", "a_prev", "a0", "m", "m_prev", "m_foreach", "m_collectives", "g", "g_prev", "g_copy", "b", "c", "d")
 

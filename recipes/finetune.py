@@ -6,7 +6,7 @@ from megatron_mnist import defaults
 from megatron_mnist.job import builders
 from megatron_mnist.job.api import train
 from megatron_mnist.model.spec import TASKS, FinetuneTask
-from recipes.training import training_recipe
+from megatron_mnist_recipes.training import training_recipe
 
 
 @run.cli.factory(target=train, name="finetune")

@@ -4,9 +4,9 @@ import nemo_run as run
 
 from megatron_mnist import defaults
 from megatron_mnist.job import engines
-from recipes.finetune import finetune
-from recipes.predict import predict
-from recipes.pretrain import pretrain
+from megatron_mnist_recipes.finetune import finetune
+from megatron_mnist_recipes.predict import predict
+from megatron_mnist_recipes.pretrain import pretrain
 
 
 def pipeline(

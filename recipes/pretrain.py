@@ -5,7 +5,7 @@ import nemo_run as run
 from megatron_mnist import defaults
 from megatron_mnist.job import builders
 from megatron_mnist.job.api import train
-from recipes.training import training_recipe
+from megatron_mnist_recipes.training import training_recipe
 
 
 @run.cli.factory(target=train, name="pretrain")

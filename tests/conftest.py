@@ -1,9 +1,7 @@
 import os
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `recipes` and `launch` live at the top of the repository
 
 import megatron_mnist  # noqa: E402, F401  (first: it sets what megatron-core's import needs where nvcc has no GPU)
 

@@ -21,7 +21,7 @@ from megatron_mnist.executors import local_machine
 from megatron_mnist.executors.base import JobFolder
 from megatron_mnist.launcher import experiments
 from megatron_mnist.launcher.submission import submit
-from recipes.pretrain import pretrain
+from megatron_mnist_recipes.pretrain import pretrain
 
 pytestmark = pytest.mark.slow
 

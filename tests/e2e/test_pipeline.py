@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from megatron_mnist.run_logs import logged
-from recipes.finetune import finetune
-from recipes.predict import predict
-from recipes.pretrain import pretrain
+from megatron_mnist_recipes.finetune import finetune
+from megatron_mnist_recipes.predict import predict
+from megatron_mnist_recipes.pretrain import pretrain
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

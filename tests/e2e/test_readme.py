@@ -44,7 +44,7 @@ def test_readme_python_block_runs_once_and_prints_its_result(index, tmp_path):
 def test_submit_raises_on_bad_input_and_on_a_failed_task(tmp_path):
     code = """
 from megatron_mnist import SubmissionError, TaskFailed, submit
-from recipes.pretrain import pretrain
+from megatron_mnist_recipes.pretrain import pretrain
 
 if __name__ == "__main__":
     r = pretrain()

@@ -13,9 +13,9 @@ from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe, che
 from megatron_mnist.model.config import CONFIGS
 from megatron_mnist.model.spec import CONFIG_HEADS, TASKS
 from megatron_mnist.model.weights import load_model_weights
-from recipes.finetune import finetune
-from recipes.predict import predict
-from recipes.pretrain import pretrain
+from megatron_mnist_recipes.finetune import finetune
+from megatron_mnist_recipes.predict import predict
+from megatron_mnist_recipes.pretrain import pretrain
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "fixtures" / "gpu_resumed_checkpoint"
 LOG_DIR = "/nonexistent/runs"  # no run of these names to resume

@@ -1,5 +1,8 @@
 """Recipes exported by NeMo-Run's --to-yaml / --to-toml / --to-json come back equal through ``load_recipe``."""
 
+import subprocess
+import sys
+
 import pytest
 from rich.console import Console
 
@@ -7,9 +10,9 @@ from megatron_mnist.job.api import predict as predict_fn
 from megatron_mnist.job.api import train
 from megatron_mnist.launcher.config_files import ConfigFileError, load_recipe
 from megatron_mnist.launcher.nemo_run_private import serialize_configuration as _serialize_configuration
-from recipes.finetune import finetune
-from recipes.predict import predict
-from recipes.pretrain import pretrain
+from megatron_mnist_recipes.finetune import finetune
+from megatron_mnist_recipes.predict import predict
+from megatron_mnist_recipes.pretrain import pretrain
 
 
 @pytest.mark.parametrize("fmt", ["yaml", "toml", "json"])
@@ -83,3 +86,18 @@ def test_a_recipe_saved_before_the_launcher_job_split_still_loads(tmp_path):
     assert "megatron_mnist.builders.trainer" in old
     path.write_text(old)
     assert load_recipe(str(path), train) == pretrain()
+
+
+def test_a_script_of_the_recipes_old_name_still_imports(tmp_path):
+    # before 2026-12-04 the recipes installed as the top-level `recipes`; run away from the checkout, where no
+    # `recipes/` folder is on the path, the old name is the moved-modules table's alias of the new package
+    code = (
+        "from megatron_mnist.launcher import moved_modules; moved_modules.install()\n"
+        "from recipes.pretrain import pretrain\n"
+        "import megatron_mnist_recipes.pretrain as today\n"
+        "assert pretrain is today.pretrain\n"
+        "print(pretrain().log.name)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["pretrain"]

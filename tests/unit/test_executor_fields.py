@@ -16,7 +16,7 @@ from megatron_mnist.executors.slurm_cluster import python_envs, quote_for_the_sc
 from megatron_mnist.job import builders
 from megatron_mnist.launcher.recipe_checks import RecipeError, check_overrides, check_run_name
 from megatron_mnist.names import InvalidName, check_name
-from recipes.pretrain import pretrain
+from megatron_mnist_recipes.pretrain import pretrain
 
 EVIL = "a$(touch PWNED)"
 

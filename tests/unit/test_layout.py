@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import megatron_mnist
-import recipes
+import megatron_mnist_recipes
 
 HEAVY = ("torch", "lightning", "nemo.lightning", "megatron", "megatron.core", "nemo.collections")
 SRC = Path(megatron_mnist.__file__).parent
@@ -23,7 +23,7 @@ def test_the_user_side_imports_no_training_stack():
     user_side = [
         *modules_of("megatron_mnist.launcher", SRC / "launcher"),
         *modules_of("megatron_mnist.executors", SRC / "executors"),
-        *modules_of("recipes", Path(recipes.__file__).parent),
+        *modules_of("megatron_mnist_recipes", Path(megatron_mnist_recipes.__file__).parent),
         "megatron_mnist.model.spec",
         "megatron_mnist.checkpoint_paths",
         "megatron_mnist.names",
@@ -102,6 +102,18 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
+def test_the_installed_packages_are_every_package_folder_and_the_recipes_under_a_name_of_their_own():
+    """pyproject.toml lists the packages one by one (the recipes map from ``recipes/`` to ``megatron_mnist_recipes``,
+    which setuptools' package finder cannot name): a new package folder left out of the list would not install."""
+    import tomllib
+
+    settings = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {".".join(p.parent.relative_to(SRC.parent).parts) for p in SRC.rglob("__init__.py")}
+    assert set(settings["packages"]) == folders | {"megatron_mnist_recipes"}
+    assert settings["package-dir"] == {"": "src", "megatron_mnist_recipes": "recipes"}
+    assert Path(megatron_mnist_recipes.__file__).parent == SRC.parents[1] / "recipes"
+
+
 def test_the_import_graph_has_no_loops_but_the_submit_facade():
     """The package imports downwards only; the one arrow up is ``megatron_mnist.submit`` (the root package's lazy
     facade over the launcher's submission). Before: the executor kinds imported the launcher for an error class,
@@ -138,7 +150,7 @@ def test_every_default_is_stated_once_in_defaults():
                 "micro_batch_size": "MICRO_BATCH_SIZE", "hidden_size": "HIDDEN_SIZE", "log_dir": "LOG_DIR",
                 "seed": "SEED"}  # fmt: skip
     restated, read = [], 0
-    for path in [*SRC.rglob("*.py"), *Path(recipes.__file__).parent.rglob("*.py")]:
+    for path in [*SRC.rglob("*.py"), *Path(megatron_mnist_recipes.__file__).parent.rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, (ast.FunctionDef, ast.AnnAssign)):
                 continue

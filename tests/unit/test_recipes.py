@@ -9,10 +9,10 @@ import torch
 from megatron_mnist.job import builders
 from megatron_mnist.job.api import predict as predict_fn
 from megatron_mnist.job.api import train
-from recipes.finetune import finetune
-from recipes.pipeline import pipeline
-from recipes.predict import predict
-from recipes.pretrain import pretrain
+from megatron_mnist_recipes.finetune import finetune
+from megatron_mnist_recipes.pipeline import pipeline
+from megatron_mnist_recipes.predict import predict
+from megatron_mnist_recipes.pretrain import pretrain
 
 
 def test_recipes_are_partials_of_train_with_config_fields():
@@ -52,7 +52,7 @@ def test_pipeline_stages_find_each_others_checkpoints():
 
 def test_composing_a_recipe_imports_no_training_stack():
     code = (
-        "import sys; sys.path.insert(0, '.'); from recipes.pipeline import pipeline; pipeline(); "
+        "import sys; sys.path.insert(0, '.'); from megatron_mnist_recipes.pipeline import pipeline; pipeline(); "
         "print(sorted(m for m in ('nemo.lightning', 'megatron.core', 'nemo.collections') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -10,7 +10,7 @@ import pytest
 from megatron_mnist.job.world import World, launcher_world
 from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe
 from megatron_mnist.run_dirs import claim_run_dir
-from recipes.pretrain import pretrain
+from megatron_mnist_recipes.pretrain import pretrain
 
 
 @pytest.mark.parametrize(

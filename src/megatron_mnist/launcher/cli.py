@@ -57,10 +57,10 @@ from megatron_mnist.launcher.submission import (  # noqa: E402
 )
 from megatron_mnist.launcher.sweep import split_sweep, sweep_table  # noqa: E402
 from megatron_mnist.names import check_name  # noqa: E402
-from recipes.finetune import finetune  # noqa: E402
-from recipes.pipeline import pipeline as pipeline_stages  # noqa: E402
-from recipes.predict import predict as predict_recipe  # noqa: E402
-from recipes.pretrain import pretrain  # noqa: E402
+from megatron_mnist_recipes.finetune import finetune  # noqa: E402
+from megatron_mnist_recipes.pipeline import pipeline as pipeline_stages  # noqa: E402
+from megatron_mnist_recipes.predict import predict as predict_recipe  # noqa: E402
+from megatron_mnist_recipes.pretrain import pretrain  # noqa: E402
 
 moved_modules.install()  # experiments and YAML files saved before the launcher/job split name the old modules
 nemo_run_private.scan_scheduler_entry_points_once()
