@@ -17,8 +17,11 @@ for kit in .whl .whl2; do
 done
 [ "${INSTALL_ONLY:-0}" = 1 ] && { echo "installed into $site"; exit 0; }
 [ -d "$site/nemo" ] || python3 -c "import nemo" 2>/dev/null || { echo "no NeMo: install the kit first" >&2; exit 3; }
-# the kit's packages first (they shadow the image's newer transformers/lightning); the numpy-2 shim; our source
-export PYTHONPATH="$site:$PWD/tests/gpu:$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# the kit's packages first (they shadow the image's newer transformers/lightning); the numpy-2 shim; our source, the
+# recipes under the name `pip install -e .` gives them (megatron_mnist_recipes, from recipes/)
+names=/tmp/megatron-mnist-names
+mkdir -p "$names" && ln -sfn "$PWD/recipes" "$names/megatron_mnist_recipes"
+export PYTHONPATH="$site:$PWD/tests/gpu:$PWD/src:$names${PYTHONPATH:+:$PYTHONPATH}"
 # megatron-core wants an arch list where nvcc exists; NVLink multicast off (see the device notes); stack dumps on
 # hangs (SIGABRT from the suite's timeouts)
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1

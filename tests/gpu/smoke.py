@@ -13,9 +13,8 @@ from pathlib import Path
 
 import fiddle as fdl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from megatron_mnist_recipes.predict import predict  # noqa: E402
-from megatron_mnist_recipes.pretrain import pretrain  # noqa: E402
+from megatron_mnist_recipes.predict import predict
+from megatron_mnist_recipes.pretrain import pretrain
 
 CASES = {  # name: (trainer settings, steps)
     "megatron-bf16": ({"loop": "megatron"}, 60),
