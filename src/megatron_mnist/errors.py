@@ -31,7 +31,7 @@ class ConfigFileError(InputError):
 
 
 class RecipeError(InputError):
-    """A recipe or an override that cannot run as given (``launcher.recipe_checks``)."""
+    """A recipe or an override that cannot run as given (``constraints``, ``launcher.recipe_checks``)."""
 
 
 class SubmissionError(InputError):

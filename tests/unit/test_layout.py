@@ -28,6 +28,7 @@ def test_the_user_side_imports_no_training_stack():
         "megatron_mnist.checkpoint_paths",
         "megatron_mnist.names",
         "megatron_mnist.defaults",
+        "megatron_mnist.constraints",
     ]
     program = (
         "import json, sys\n"
@@ -50,8 +51,8 @@ def test_the_job_side_is_where_the_training_stack_is():
             "preemption"} <= job  # fmt: skip
     top = {m.name for m in pkgutil.iter_modules([str(SRC)])}
     assert top == {
-        "checkpoint_paths", "defaults", "errors", "job_protocol", "names", "report", "run_dirs", "run_logs",  # both
-        "run_record",
+        "checkpoint_paths", "constraints", "defaults", "errors", "job_protocol", "names", "report", "run_dirs",  # both
+        "run_logs", "run_record",
         "data", "model", "job", "launcher", "executors",
     }  # fmt: skip
 

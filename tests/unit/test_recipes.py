@@ -6,6 +6,7 @@ import nemo_run as run
 import pytest
 import torch
 
+from megatron_mnist import constraints
 from megatron_mnist.job import builders
 from megatron_mnist.job.api import predict as predict_fn
 from megatron_mnist.job.api import train
@@ -71,7 +72,7 @@ def test_bad_values_are_one_clear_line():
             builders.resolve_accelerator("gpu")
 
 
-@pytest.mark.parametrize("key", sorted(builders.CONSTRAINTS))
+@pytest.mark.parametrize("key", sorted(constraints.CONSTRAINTS))
 def test_each_value_constraint_has_one_home_read_before_submit_and_on_the_node(key):
     from megatron_mnist.errors import InputError
     from megatron_mnist.launcher.recipe_checks import check_recipe
@@ -81,12 +82,37 @@ def test_each_value_constraint_has_one_home_read_before_submit_and_on_the_node(k
     section, field = key.split(".")
     setattr(getattr(recipe, section), field, bad)
     with pytest.raises(InputError) as on_the_node:
-        builders.check_value(key, bad)
+        constraints.check_value(key, bad)
     with pytest.raises(InputError) as before_submit:
         check_recipe(recipe, check_paths=False)
     assert type(before_submit.value) is type(on_the_node.value)  # the same error, raised by the same function
-    assert str(before_submit.value) == str(on_the_node.value) == f"{key}={bad!r} {builders.CONSTRAINTS[key][1]}"
-    builders.check_value(key, None)  # unset is fine
+    assert str(before_submit.value) == str(on_the_node.value) == f"{key}={bad!r} {constraints.CONSTRAINTS[key][1]}"
+    constraints.check_value(key, None)  # unset is fine
+
+
+def test_the_rules_between_settings_and_ranks_have_one_home_read_before_submit_and_on_the_node():
+    from megatron_mnist.errors import RecipeError
+    from megatron_mnist.launcher.recipe_checks import check_recipe
+
+    recipe = pretrain(name="c")
+    recipe.data.global_batch_size = 96  # 64-digit micro-batches on 2 × 2 ranks: 1.5 micro-batches a rank
+    with pytest.raises(RecipeError) as before_submit:
+        check_recipe(recipe, ranks=(2, 2), check_paths=False)
+    with pytest.raises(RecipeError) as on_the_node:  # what the strategies and the megatron loop call
+        constraints.micro_batches_per_step(96, 64, 4)
+    assert str(before_submit.value) == str(on_the_node.value)
+    assert str(on_the_node.value) == "data.global_batch_size=96 is not a multiple of data.micro_batch_size=64 × 4 " \
+        "data-parallel rank(s)"  # fmt: skip
+    assert constraints.micro_batches_per_step(256, 64, 2) == 2  # accumulated: two micro-batches a rank
+    assert constraints.global_batch_size(64, None, 4) == 256 and constraints.global_batch_size(64, 128, 4) == 128
+
+    recipe = pretrain(name="c")
+    recipe.trainer.devices = 2
+    with pytest.raises(RecipeError, match=r"^trainer.devices=2 but the executor starts 1 \(executor.ntasks_per_node\)"):
+        check_recipe(recipe, check_paths=False)
+    with pytest.raises(RecipeError, match=r"^trainer.devices=2 but the launcher starts 1 \(executor.ntasks_per_node\)"):
+        builders.trainer(devices=2)  # on the node: this process, started alone
+    assert builders.trainer(devices=1, num_nodes=1).world_size == 1
 
 
 def test_graph_mode_without_the_digits_on_the_gpu_is_refused_before_submit_and_on_the_node():

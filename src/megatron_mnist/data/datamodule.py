@@ -7,7 +7,7 @@ from nemo.lightning.data import WrappedDataLoader
 from nemo.lightning.pytorch.plugins import MegatronDataSampler
 from torch.utils.data import Subset, default_collate, random_split
 
-from megatron_mnist import defaults
+from megatron_mnist import constraints, defaults
 from megatron_mnist.data.dataset import MNISTCustom
 from megatron_mnist.data.resampling import IdentityMultiEpochDatasetWrapper, MultiEpochDatasetResampler
 from megatron_mnist.data.split import split_sizes
@@ -28,7 +28,8 @@ class MNISTDataModule(pl.LightningDataModule):
     Args:
         root: a folder with MNIST's IDX files (or torchvision's ``MNIST/raw`` layout); None = the embedded sample.
         micro_batch_size: items per forward pass on one rank.
-        global_batch_size: items per optimizer step over all ranks; None = micro × data-parallel size.
+        global_batch_size: items per optimizer step over all ranks; None = one micro-batch (the recipes' builder,
+            ``mnist_data``, resolves it for the ranks started: ``constraints.global_batch_size``).
         val_size: digits held out of the training files for validation; None = one in twelve.
         num_workers: dataloader worker processes (with per-item fetching; see ``device_resident``).
         device_resident: keep the digits on the training device (the GPU under MegatronStrategy) and gather each
@@ -56,7 +57,7 @@ class MNISTDataModule(pl.LightningDataModule):
         super().__init__()
         self.root = root
         self.micro_batch_size = micro_batch_size
-        self.global_batch_size = global_batch_size or micro_batch_size
+        self.global_batch_size = constraints.global_batch_size(micro_batch_size, global_batch_size, ranks=1)
         self.val_size = val_size
         self.num_workers = num_workers
         self.device_resident = device_resident

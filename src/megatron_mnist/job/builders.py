@@ -10,13 +10,13 @@ objects from them: on a GPU Megatron's DDP and distributed Adam in bf16-mixed (o
 fp32 with torch's Adam.
 """
 
-import math
 import typing
 from dataclasses import dataclass
 from typing import Literal, Optional
 
 from megatron_mnist import defaults
-from megatron_mnist.errors import InputError
+from megatron_mnist.constraints import check_ranks, check_values
+from megatron_mnist.constraints import global_batch_size as resolve_global_batch_size
 from megatron_mnist.job import engines
 from megatron_mnist.job.engines import DEFAULT as DEFAULT_ENGINE
 from megatron_mnist.job.engines import Engine
@@ -28,52 +28,6 @@ Precision = Literal["32", "bf16-mixed", "16-mixed"]
 PRECISIONS = typing.get_args(Precision)
 
 ACCELERATORS = typing.get_args(Accelerator)
-
-
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-# Each value constraint of the builders' arguments, declared once: the builders check it on the node (a recipe
-# composed in Python never met the launcher), the launcher's pre-submit checks (launcher/recipe_checks.py) before
-# anything is submitted. Constraints that need the data or the ranks (val_size against the dataset, the global
-# batch against the ranks) are checked where those are known.
-CONSTRAINTS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
-    "trainer.max_steps": (_positive_int, "must be a positive integer"),
-    "trainer.val_check_interval": (_positive_int, "must be a positive integer (optimizer steps)"),
-    "trainer.limit_val_batches": (_positive_int, "must be a positive integer (batches per validation)"),
-    "trainer.log_every_n_steps": (_positive_int, "must be a positive integer"),
-    "trainer.devices": (_positive_int, "must be a positive integer"),
-    "trainer.num_nodes": (_positive_int, "must be a positive integer"),
-    "data.micro_batch_size": (_positive_int, "must be a positive integer"),
-    "data.global_batch_size": (_positive_int, "must be a positive integer"),
-    "data.val_size": (_positive_int, "must be a positive integer"),
-    "data.num_workers": (lambda v: isinstance(v, int) and v >= 0, "must be 0 or more"),
-    "model.hidden_size": (_positive_int, "must be a positive integer"),
-    "optim.lr": (lambda v: _number(v) and v > 0, "must be positive (and finite)"),
-    "optim.weight_decay": (lambda v: _number(v) and v >= 0, "must be 0 or more (and finite)"),
-    "optim.adam_beta1": (lambda v: _number(v) and 0 <= v < 1, "must be in [0, 1)"),
-    "optim.adam_beta2": (lambda v: _number(v) and 0 <= v < 1, "must be in [0, 1)"),
-    "optim.adam_eps": (lambda v: _number(v) and v > 0, "must be positive (and finite)"),
-}
-
-
-def check_value(key: str, value) -> None:
-    """:class:`~megatron_mnist.errors.InputError` naming ``key=value`` and what it must be, unless ``value`` is None
-    (unset) or meets its constraint: the launcher's checks and the job raise the same line."""
-    holds, expected = CONSTRAINTS[key]
-    if value is not None and not holds(value):
-        raise InputError(f"{key}={value!r} {expected}")
-
-
-def check_values(section: str, **values) -> None:
-    """:func:`check_value` for a builder's arguments: ``check_values("data", micro_batch_size=64)``."""
-    for name, value in values.items():
-        check_value(f"{section}.{name}", value)
 
 
 def resolve_accelerator(accelerator: str) -> str:
@@ -136,13 +90,10 @@ def mnist_data(
 
     check_values("data", micro_batch_size=micro_batch_size, global_batch_size=global_batch_size, val_size=val_size,
                  num_workers=num_workers)  # fmt: skip
-    if global_batch_size is None:
-        # one micro-batch per data-parallel rank (every rank is data parallel: no tensor or pipeline parallelism)
-        global_batch_size = micro_batch_size * launcher_world().size
     return MNISTDataModule(
         root=root,
         micro_batch_size=micro_batch_size,
-        global_batch_size=global_batch_size,
+        global_batch_size=resolve_global_batch_size(micro_batch_size, global_batch_size, launcher_world().size),
         val_size=val_size,
         num_workers=num_workers,
         device_resident=device_resident,
@@ -217,14 +168,9 @@ def trainer(
                  log_every_n_steps=log_every_n_steps)  # fmt: skip
     engine = engines.load(loop)
     world = launcher_world()
+    check_ranks(devices, num_nodes, tuple(world), "the launcher")
     devices = world.ranks_per_node if devices is None else devices
     num_nodes = world.nodes if num_nodes is None else num_nodes
-    if (devices, num_nodes) != tuple(world):
-        raise ValueError(
-            f"trainer.devices={devices} trainer.num_nodes={num_nodes} but the launcher started {world.ranks_per_node} "
-            f"rank(s) per node on {world.nodes} node(s): leave them unset, or launch that many "
-            "(executor.ntasks_per_node / executor.nodes)"
-        )
     resolved = resolve_accelerator(accelerator)
     check_graph_mode(loop, cuda_graph, resolved, precision)
     settings = TrainerSettings(

@@ -40,6 +40,7 @@ import torch
 
 from megatron_mnist import defaults
 from megatron_mnist.checkpoint_paths import last_checkpoint, write_context
+from megatron_mnist.constraints import micro_batches_per_step
 from megatron_mnist.job.builders import GRAPH_NEEDS_RESIDENT_DATA, Adam, ResumeSettings, RunFolder, TrainerSettings
 from megatron_mnist.job.preemption import StopSignals
 from megatron_mnist.job.process import freeze_heap
@@ -447,12 +448,7 @@ def seed_everything(seed: int) -> None:
 
 def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir: Path, state: RunState, zero: bool,
          on_step_end=None):  # fmt: skip
-    micro_batches, rest = divmod(data.global_batch_size, data.micro_batch_size * parts.dp_size)
-    if rest or micro_batches < 1:
-        raise ValueError(
-            f"data.global_batch_size={data.global_batch_size} must be a multiple of "
-            f"data.micro_batch_size={data.micro_batch_size} × {parts.dp_size} rank(s)"
-        )
+    micro_batches = micro_batches_per_step(data.global_batch_size, data.micro_batch_size, parts.dp_size)
     logs = RunLogs(run_dir) if zero else None
     progress = writer_from_environment() if zero else None
     bar = _progress_bar(settings, state.step) if zero and settings.enable_progress_bar else None

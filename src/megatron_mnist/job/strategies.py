@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
+from megatron_mnist.constraints import micro_batches_per_step
+
 
 def apply_reduction(reduction, batch, forward_out):
     """Call a ``MegatronLossReduction`` as Megatron's schedule does: the batch is set, then the output passed."""
@@ -29,12 +31,7 @@ class _MegatronContract:
         self._val_check_steps = getattr(self, "_val_check_steps", trainer.val_check_interval)
         sampler = self._data_sampler()
         if sampler is not None:
-            micro_batches, rest = divmod(sampler.global_batch_size, sampler.micro_batch_size * self.world_size)
-            if rest or micro_batches < 1:
-                raise ValueError(
-                    f"data.global_batch_size={sampler.global_batch_size} must be a multiple of "
-                    f"data.micro_batch_size={sampler.micro_batch_size} × {self.world_size} rank(s)"
-                )
+            micro_batches = micro_batches_per_step(sampler.global_batch_size, sampler.micro_batch_size, self.world_size)
             # Megatron runs the micro-batches of a global batch inside one step; Lightning accumulates them.
             trainer.accumulate_grad_batches = micro_batches
             if isinstance(trainer.val_check_interval, int):

@@ -1,7 +1,7 @@
 """Checks of a composed recipe and of CLI overrides, made before anything runs: one line each, naming the bad value
 and what was expected. Cheap: they read the recipe's ``run.Config`` values and the files it names, and import
-neither torch nor NeMo. The value constraints are the builders' (``builders.CONSTRAINTS``), which check them again
-on the node, for recipes composed in Python.
+neither torch nor NeMo. The rules themselves are ``megatron_mnist/constraints.py``'s, which the node checks again,
+for recipes composed in Python.
 """
 
 import ast
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import fiddle as fdl
 
-from megatron_mnist import defaults, run_record
+from megatron_mnist import constraints, defaults, run_record
 from megatron_mnist.checkpoint_paths import CheckpointError, checkpoint_model, last_checkpoint, resolve_checkpoint
 from megatron_mnist.data.idx import IDXError, check_mnist, mnist_folder
 from megatron_mnist.data.split import split_sizes
@@ -126,24 +126,12 @@ def check_recipe(
             written by an earlier stage of the same pipeline).
         executor_gpus: GPUs the executor gives each task (None: this machine's, for the local executor).
     """
-    for key in builders.CONSTRAINTS:  # the builders' own constraints, declared there once
-        builders.check_value(key, _get(recipe, key))
-    for key, launched, executor_key in (
-        ("trainer.devices", ranks[0], "executor.ntasks_per_node"),
-        ("trainer.num_nodes", ranks[1], "executor.nodes"),
-    ):
-        value = _get(recipe, key)
-        if value is not None and value != launched:
-            raise RecipeError(
-                f"{key}={value} but the executor starts {launched} ({executor_key}): leave {key} unset "
-                "(it follows the executor) or make them equal"
-            )
+    for key in constraints.CONSTRAINTS:
+        constraints.check_value(key, _get(recipe, key))
+    constraints.check_ranks(_get(recipe, "trainer.devices"), _get(recipe, "trainer.num_nodes"), ranks, "the executor")
     micro, global_ = _get(recipe, "data.micro_batch_size"), _get(recipe, "data.global_batch_size")
-    if micro and global_ and global_ % (micro * ranks[0] * ranks[1]):
-        raise RecipeError(
-            f"data.global_batch_size={global_} is not a multiple of data.micro_batch_size={micro} "
-            f"× {ranks[0] * ranks[1]} data-parallel rank(s)"
-        )
+    if micro and global_:
+        constraints.micro_batches_per_step(global_, micro, ranks[0] * ranks[1])
     accelerator = _get(recipe, "trainer.accelerator")
     if accelerator == "gpu":
         gpus = executor_gpus if executor_gpus is not None else (1 if _this_machine_has_gpus() else 0)
@@ -241,7 +229,9 @@ def check_run_folder(recipe: fdl.Buildable, ranks: tuple[int, int] = (1, 1), exe
         "engine": _get(recipe, "trainer.loop", engines.DEFAULT),
         "accelerator": accelerator,
         "micro_batch_size": micro,
-        "global_batch_size": _get(recipe, "data.global_batch_size") or micro * ranks[0] * ranks[1],
+        "global_batch_size": constraints.global_batch_size(
+            micro, _get(recipe, "data.global_batch_size"), ranks[0] * ranks[1]
+        ),
     }
     try:
         facts["precision"] = builders.resolve_precision(_get(recipe, "trainer.precision"), accelerator)
