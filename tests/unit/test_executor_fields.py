@@ -118,7 +118,7 @@ def test_docker_mounts_the_recipes_absolute_paths(tmp_path):
     second = pretrain()
     second.log.log_dir = str(tmp_path / "runs" / "inner")  # inside the first: one mount serves both
     second.model.initial_ckpt_path = "/ckpts/run/checkpoints/x"
-    executors.kind_of(executor).prepare(executor, [recipe, second])
+    executors.kind_of(executor).adapt_to_recipes(executor, [recipe, second])
     assert executor.volumes == [
         "/srv/data:/srv/data:ro",
         f"{tmp_path / 'runs'}:{tmp_path / 'runs'}",
@@ -126,7 +126,7 @@ def test_docker_mounts_the_recipes_absolute_paths(tmp_path):
     ]
     relative = pretrain()  # log_dir "runs": inside the job directory, which NeMo-Run mounts
     before = list(executor.volumes)
-    executors.kind_of(executor).prepare(executor, [relative])
+    executors.kind_of(executor).adapt_to_recipes(executor, [relative])
     assert executor.volumes == before
 
 
@@ -187,8 +187,8 @@ def test_the_local_job_runs_this_interpreter_whatever_env_vars_are_given():
     for given in ({}, {"MARK": "x"}, {"PATH": "/usr/bin:/bin"}):
         executor = fdl.build(executors.local())
         executor.env_vars = dict(given)
-        executors.kind_of(executor).prepare(executor, [])
-        executors.kind_of(executor).prepare(executor, [])  # once only
+        executors.kind_of(executor).adapt_to_recipes(executor, [])
+        executors.kind_of(executor).adapt_to_recipes(executor, [])  # once only
         path = executor.env_vars["PATH"].split(":")
         assert path[0] == this_bin and path.count(this_bin) == 1
         assert executor.env_vars.get("MARK") == given.get("MARK")
@@ -210,7 +210,7 @@ def test_every_kind_in_the_registry_builds_and_recognises_its_executor():
 
 def test_an_executor_of_another_kind_is_refused_before_anything_is_guessed():
     # before the registry, an unknown kind fell through to "this machine" and had its paths checked here
-    from megatron_mnist.launcher.submission import SubmissionError, prepare
+    from megatron_mnist.launcher.submission import SubmissionError, check_submission
 
     class ElsewhereExecutor(run.LocalExecutor):  # a NeMo-Run executor class of no registered kind
         pass
@@ -219,13 +219,13 @@ def test_an_executor_of_another_kind_is_refused_before_anything_is_guessed():
     with pytest.raises(FieldError, match="ElsewhereExecutor is not an executor this launcher offers"):
         check_fields(executor)
     with pytest.raises(SubmissionError, match="executor= one of local, docker, slurm"):
-        prepare("t", executor, {"t": pretrain(name="t")})
+        check_submission("t", executor, {"t": pretrain(name="t")})
 
 
 def test_a_new_kind_is_one_module_and_one_registry_entry(monkeypatch):
     # what a new kind provides is all the launcher asks of it: here a kind whose executor is a LocalExecutor subclass
     from megatron_mnist.executors.base import ExecutorKind
-    from megatron_mnist.launcher.submission import executor_shape, prepare
+    from megatron_mnist.launcher.submission import check_submission, executor_shape
 
     class FourRanks(run.LocalExecutor):
         pass
@@ -237,10 +237,10 @@ def test_a_new_kind_is_one_module_and_one_registry_entry(monkeypatch):
         factory=lambda: run.Config(FourRanks),
         shape=lambda executor: (4, 1, None, True),
         check_fields=lambda executor: None,
-        prepare=lambda executor, recipes: prepared.append(len(recipes)),
+        adapt_to_recipes=lambda executor, recipes: prepared.append(len(recipes)),
     )
     monkeypatch.setitem(executors.KINDS, "four", kind)
     executor = FourRanks()
     assert executor_shape(executor) == (4, 1, None, True)
-    prepare("t", executor, {"t": pretrain(name="t")}, skip_checks=True)
+    check_submission("t", executor, {"t": pretrain(name="t")}, skip_checks=True)
     assert prepared == [1]

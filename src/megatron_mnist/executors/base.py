@@ -91,7 +91,7 @@ class ExecutorKind:
             before every submission, dry run and ``check`` (also with ``--skip-checks``).
         preflight: raises ``megatron_mnist.errors.PreflightError`` for what would make the submission fail where it runs
             (a partition, an image, a venv); skipped with ``--skip-checks``.
-        prepare: last changes to the executor once the checks passed (mounts the recipes' paths, quoting).
+        adapt_to_recipes: last changes to the executor once the checks passed (mounts the recipes' paths, quoting).
         shared_dir: the folder every stage of a pipeline can reach, from the user's ``log_dir``.
         can_detach: whether its jobs outlive the launcher (``--detach``, then ``watch`` / ``status``); where they do
             not, ``--detach`` is refused before submitting.
@@ -121,7 +121,7 @@ class ExecutorKind:
     shape: Callable[[Any], Shape]
     check_fields: Callable[[Any], None]
     preflight: Callable[[Any], None] = _nothing
-    prepare: Callable[[Any, Iterable], None] = _nothing
+    adapt_to_recipes: Callable[[Any, Iterable], None] = _nothing
     shared_dir: Callable[[str, Any], str] = this_machines_folder
     can_detach: bool = False
     stop: Callable[[Any, bool], bool] | None = None

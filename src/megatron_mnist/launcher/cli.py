@@ -49,10 +49,10 @@ from megatron_mnist.launcher.console import console, fail  # noqa: E402
 from megatron_mnist.launcher.recipe_checks import RecipeError, check_overrides  # noqa: E402
 from megatron_mnist.launcher.submission import (  # noqa: E402
     SubmissionError,
+    check_submission,
     dryrun,
     executor_shape,
     in_one_job,
-    prepare,
     run_stages,
 )
 from megatron_mnist.launcher.sweep import split_sweep, sweep_table  # noqa: E402
@@ -77,11 +77,12 @@ def parse_error(e: Exception, args: list[str] = (), prefix: str = "") -> str:
     return f"{prefix}{named}: {line}" if named else line
 
 
-def prepare_submission(name: str, executor, stages: dict[str, run.Partial], skip_checks: bool = False,
-                       detach: bool = False) -> None:  # fmt: skip
-    """``megatron_mnist.submit.prepare``: the first problem is one line and exit status 2, nothing created."""
+def check_submission_or_exit(name: str, executor, stages: dict[str, run.Partial], skip_checks: bool = False,
+                             detach: bool = False) -> None:  # fmt: skip
+    """``submission.check_submission`` (as ``megatron_mnist.submit`` checks): the first problem is one line and exit
+    status 2, nothing created."""
     try:
-        prepare(name, executor, stages, skip_checks=skip_checks, detach=detach)
+        check_submission(name, executor, stages, skip_checks=skip_checks, detach=detach)
     except SubmissionError as e:
         fail(str(e))
 
@@ -226,8 +227,8 @@ class LaunchContext(RunContext):
             )
             return
         stages = {self.name: task}
-        prepare_submission(self.name, self.executor, stages, skip_checks=self.skip_checks and not self.check_only,
-                           detach=self.detach)  # fmt: skip
+        check_submission_or_exit(self.name, self.executor, stages, skip_checks=self.skip_checks and not self.check_only,
+                                 detach=self.detach)  # fmt: skip
         if self.check_only:
             executor = type(self.executor).__name__
             console.print(f"check: {self.name} on {executor}: ok — nothing submitted", highlight=False)
@@ -266,7 +267,7 @@ class LaunchContext(RunContext):
                 stages[name] = self.parse_fn(fn, [*task_args, *extra, f"log.log_dir={out}", f"log.name={name}"])
             except (ValueError, TypeError, AttributeError, CLIException) as e:
                 fail(f"--sweep: {parse_error(e)}")
-        prepare_submission(self.name, self.executor, stages, skip_checks=self.skip_checks, detach=self.detach)
+        check_submission_or_exit(self.name, self.executor, stages, skip_checks=self.skip_checks, detach=self.detach)
         if self.dryrun:
             dryrun(self.name, stages, self.executor)
             return
@@ -321,7 +322,7 @@ for _name, _fn, _factory, _help in RECIPES:
 
 def pipeline_output_dir(log_dir: str, executor) -> str:
     """One folder all stages can reach, so finetune finds pretrain's checkpoint wherever the jobs run."""
-    return executors.kind_of(executor).shared_dir(log_dir, executor)  # (Docker: prepare_submission mounts it)
+    return executors.kind_of(executor).shared_dir(log_dir, executor)  # (Docker: check_submission_or_exit mounts it)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -372,7 +373,7 @@ def pipeline(
             parse_cli_args(stages[stage], [rest], stages[stage])
         except Exception as e:
             fail(f"{stage}: {e}" if isinstance(e, RecipeError) else parse_error(e))
-    prepare_submission(name, executor, stages, skip_checks=direct, detach=detach)
+    check_submission_or_exit(name, executor, stages, skip_checks=direct, detach=detach)
     if one_job is None:
         one_job = executor is not None and executors.kind_of(executor).pipeline_in_one_job
     one_job = one_job and not direct  # --direct: the stages run in this process anyway

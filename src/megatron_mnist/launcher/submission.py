@@ -94,14 +94,14 @@ def submit(
     executor = executor if executor is not None else fdl.build(executors.local())
     name = name or getattr(getattr(recipe, "log", None), "name", None) or "run"
     stages = {name: recipe}
-    prepare(name, executor, stages, skip_checks=skip_checks, detach=detach)
+    check_submission(name, executor, stages, skip_checks=skip_checks, detach=detach)
     results = run_stages(name, stages, executor, detach=detach)
     if any(not r.succeeded for r in results.values()) and not detach:
         raise TaskFailed(results)
     return results
 
 
-def prepare(
+def check_submission(
     name: str, executor, stages: dict[str, run.Partial], skip_checks: bool = False, detach: bool = False
 ) -> None:
     """Before every submission, dry run and ``check``: what the job could not run safely, then (unless
@@ -136,7 +136,7 @@ def prepare(
     except InputError as e:  # a name, a field, the recipe, the run folder, the data, a checkpoint, the executor
         raise SubmissionError(str(e)) from None
     if kind is not None:
-        kind.prepare(executor, list(stages.values()))
+        kind.adapt_to_recipes(executor, list(stages.values()))
 
 
 def executor_shape(executor) -> Shape:
