@@ -4,6 +4,7 @@ point), with NeMo-Run imported as the launcher imports it (``launcher/lean_nemo_
 
 import json
 import pkgutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +174,14 @@ def test_every_default_is_stated_once_in_defaults():
     assert restated == [], "defaults written again instead of read from megatron_mnist.defaults"
     assert read >= 12  # the walk found the builders', the recipes', the data module's and the model config's
     assert defaults.MICRO_BATCH_SIZE == 64 and defaults.HIDDEN_SIZE == 64  # the seed tutorial's
+
+
+def test_the_readme_layout_names_every_module():
+    """The README's Layout section is a newcomer's map: each module of the package and of the recipes is named there."""
+    readme = (SRC.parents[1] / "README.md").read_text()
+    layout = readme[readme.index("## Layout") : readme.index("**Adding an executor kind**")]
+    recipes_folder = Path(megatron_mnist_recipes.__file__).parent
+    modules = [p for p in [*SRC.rglob("*.py"), *recipes_folder.glob("*.py")] if p.name != "__init__.py"]
+    missing = [str(p) for p in modules if not re.search(rf"\b{re.escape(p.stem)}\b", layout)]
+    assert not missing, f"not in the README's Layout: {missing}"
+    assert len(modules) > 60
