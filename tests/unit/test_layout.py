@@ -184,4 +184,4 @@ def test_the_readme_layout_names_every_module():
     modules = [p for p in [*SRC.rglob("*.py"), *recipes_folder.glob("*.py")] if p.name != "__init__.py"]
     missing = [str(p) for p in modules if not re.search(rf"\b{re.escape(p.stem)}\b", layout)]
     assert not missing, f"not in the README's Layout: {missing}"
-    assert len(modules) > 60
+    assert len(modules) >= 50  # the walk found the package
