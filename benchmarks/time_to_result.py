@@ -23,9 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def commands(out: Path, round_: int, baseline: Path | None) -> dict[str, list[str]]:
     launch = [sys.executable, str(ROOT / "launch.py")]
     before = {}
-    if baseline is not None:  # the same command from another checkout (its src/ first on the path: see main)
-        before = {"pipeline, baseline checkout": [sys.executable, str(baseline / "launch.py"), "pipeline", "--log-dir",
-                                                  f"{out}/base{round_}", "--yes"]}  # fmt: skip
+    if baseline is not None:  # the same commands from another checkout (its src/ first on the path: see main)
+        old = [sys.executable, str(baseline / "launch.py")]
+        before = {
+            "pipeline, baseline checkout": [*old, "pipeline", "--log-dir", f"{out}/base{round_}", "--yes"],
+            "pretrain, 20 steps, baseline checkout": [*old, "pretrain", "trainer.max_steps=20",
+                                                      f"log.log_dir={out}/basepre{round_}", "--yes"],
+        }  # fmt: skip
     return {
         **before,
         "pipeline, separate jobs (lightning)": [*launch, "pipeline", "--separate-jobs", "--log-dir",
@@ -34,6 +38,8 @@ def commands(out: Path, round_: int, baseline: Path | None) -> dict[str, list[st
         "pipeline, one job (megatron)": [*launch, "pipeline", "--loop", "megatron", "--log-dir", f"{out}/meg{round_}",
                                          "--yes"],
         "pretrain, 20 steps": [*launch, "pretrain", "trainer.max_steps=20", f"log.log_dir={out}/pre{round_}", "--yes"],
+        "pretrain, 20 steps (megatron)": [*launch, "pretrain", "trainer.max_steps=20", "trainer.loop=megatron",
+                                          f"log.log_dir={out}/mpre{round_}", "--yes"],
         "report of a pipeline": [*launch, "report", f"{out}/one0/pipeline", "--out", f"{out}/report{round_}"],
     }  # fmt: skip
 

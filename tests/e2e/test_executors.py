@@ -154,13 +154,14 @@ def test_slurm_dryrun_prints_the_sbatch_script_with_the_gpu_request(slurm):
         "#SBATCH --partition=debug",
         "#SBATCH --time=00:10:00",
         f"source {sys.prefix}/bin/activate",
-        "nemo_run.core.runners.fdl_runner",
+        "megatron_mnist.job.runner",  # NeMo-Run's job runner, started by ours (job/runner.py)
     ):
         assert line in result.stdout, line
     assert "code: megatron_mnist at" in result.stdout
     # the script as sbatch gets it, not wrapped to a terminal's width (stdout is a pipe here)
     srun = [line for line in result.stdout.splitlines() if line.startswith("srun --output")]
-    assert len(srun) == 1 and "fdl_runner" in srun[0] and "--kill-on-bad-exit=1" in srun[0], result.stdout[-3000:]
+    assert len(srun) == 1 and "megatron_mnist.job.runner" in srun[0], result.stdout[-3000:]
+    assert "--kill-on-bad-exit=1" in srun[0], result.stdout[-3000:]
     assert squeue_ids() == before
     print(f"slurm dry run: {elapsed:.1f} s")
 

@@ -25,7 +25,7 @@ def test_dryrun_shows_config_and_command_without_training_or_heavy_imports(tmp_p
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "max_steps=50" in result.stdout
-    assert "nemo_run.core.runners.fdl_runner" in result.stdout  # the command the executor would start
+    assert "megatron_mnist.job.runner" in result.stdout  # the module the executor would start (job/runner.py)
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
     assert not {"nemo.lightning", "megatron.core", "nemo.collections"} & imported
     assert not list(tmp_path.iterdir())  # nothing ran

@@ -1,6 +1,6 @@
 """The two rooms: what runs where the user types (``launcher/``, ``executors/``, ``recipes/``) imports none of the
 training stack; what runs on the node lives in ``job/``. Checked in a fresh interpreter (what is imported is the
-point), with NeMo-Run imported as the launcher imports it (``launcher/lean_nemo_run.py``)."""
+point), with NeMo-Run imported as the launcher imports it (``lean_nemo_run.py``)."""
 
 import json
 import pkgutil
@@ -30,10 +30,11 @@ def test_the_user_side_imports_no_training_stack():
         "megatron_mnist.names",
         "megatron_mnist.defaults",
         "megatron_mnist.constraints",
+        "megatron_mnist.lean_nemo_run",
     ]
     program = (
         "import json, sys\n"
-        "from megatron_mnist.launcher.lean_nemo_run import import_nemo_run\n"
+        "from megatron_mnist.lean_nemo_run import import_nemo_run\n"
         "import_nemo_run()\n"
         f"for name in {user_side!r}:\n"
         "    __import__(name)\n"
@@ -53,7 +54,7 @@ def test_the_job_side_is_where_the_training_stack_is():
     top = {m.name for m in pkgutil.iter_modules([str(SRC)])}
     assert top == {
         "checkpoint_paths", "constraints", "defaults", "errors", "job_protocol", "names", "report", "run_dirs",  # both
-        "run_logs", "run_record",
+        "run_logs", "run_record", "lean_nemo_run",
         "data", "model", "job", "launcher", "executors",
     }  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""The launcher imports NeMo-Run without torch and the Lepton client (``megatron_mnist.launcher.lean_nemo_run``).
+"""The launcher imports NeMo-Run without torch and the Lepton client (``megatron_mnist.lean_nemo_run``).
 
 Each case needs a fresh interpreter (what is imported is the point), so each runs a small program in a subprocess.
 These tests pin what the module relies on in NeMo-Run: they fail when NeMo-Run's layout changes under it.
@@ -31,7 +31,7 @@ def test_pinned_to_the_nemo_run_it_was_written_for():
 def test_nemo_run_imports_without_torch_leptonai_networkx_or_the_ssh_stack():
     out = python(
         "import sys\n"
-        "from megatron_mnist.launcher.lean_nemo_run import import_nemo_run\n"
+        "from megatron_mnist.lean_nemo_run import import_nemo_run\n"
         "run = import_nemo_run()\n"
         "import json\n"
         "print(json.dumps({m: type(sys.modules[m]).__name__ if m in sys.modules else None\n"
@@ -47,7 +47,7 @@ def test_nemo_run_imports_without_torch_leptonai_networkx_or_the_ssh_stack():
 def test_the_tunnel_client_gets_the_real_ssh_stack_on_first_use():
     # what NeMo-Run's SSHTunnel.connect touches: fabric's Config and Connection, paramiko's exception classes
     out = python(
-        "from megatron_mnist.launcher.lean_nemo_run import import_nemo_run\n"
+        "from megatron_mnist.lean_nemo_run import import_nemo_run\n"
         "import_nemo_run()\n"
         "from nemo_run.core.tunnel import client\n"
         "connection = client.Connection('localhost', user='nobody', config=client.Config())\n"
@@ -60,9 +60,7 @@ def test_the_tunnel_client_gets_the_real_ssh_stack_on_first_use():
 
 
 def test_a_torch_dtype_serialises_as_nemo_run_writes_it():
-    lean = python(
-        "from megatron_mnist.launcher.lean_nemo_run import import_nemo_run\nimport_nemo_run()\n" + DTYPE_RECIPE
-    )
+    lean = python("from megatron_mnist.lean_nemo_run import import_nemo_run\nimport_nemo_run()\n" + DTYPE_RECIPE)
     plain = python(DTYPE_RECIPE)
     assert "torch.bfloat16" in plain
     assert lean == plain
@@ -70,7 +68,7 @@ def test_a_torch_dtype_serialises_as_nemo_run_writes_it():
 
 def test_the_experiment_graph_still_orders_jobs_through_lazy_networkx():
     out = python(
-        "from megatron_mnist.launcher.lean_nemo_run import import_nemo_run\n"
+        "from megatron_mnist.lean_nemo_run import import_nemo_run\n"
         "import_nemo_run()\n"
         "import networkx as nx\n"
         "g = nx.DiGraph([('pretrain', 'finetune'), ('finetune', 'predict')])\n"
@@ -81,7 +79,7 @@ def test_the_experiment_graph_still_orders_jobs_through_lazy_networkx():
 
 def test_the_launcher_refuses_lepton_clearly_and_a_plain_import_keeps_it():
     out = python(
-        "from megatron_mnist.launcher.lean_nemo_run import import_nemo_run\n"
+        "from megatron_mnist.lean_nemo_run import import_nemo_run\n"
         "run = import_nemo_run()\n"
         "try:\n    run.LeptonExecutor()\nexcept RuntimeError as e:\n    print(e)\n"
     )
@@ -96,7 +94,7 @@ def test_the_launcher_refuses_lepton_clearly_and_a_plain_import_keeps_it():
 def test_when_torch_is_already_imported_nothing_is_held_back():
     out = python(
         "import torch\n"
-        "from megatron_mnist.launcher.lean_nemo_run import import_nemo_run\n"
+        "from megatron_mnist.lean_nemo_run import import_nemo_run\n"
         "import_nemo_run()\n"
         "import yaml, torch\n"
         "print(torch.dtype in yaml.SafeDumper.yaml_representers)\n"

@@ -8,6 +8,7 @@ import nemo_run as run
 from nemo_run.cli.api import RunContext
 
 from megatron_mnist.launcher import nemo_run_private as private
+from megatron_mnist.launcher.nemo_run_private import torchx_runner
 
 
 def test_the_nemo_run_version_is_the_one_these_names_were_checked_against():
@@ -36,6 +37,13 @@ def test_every_private_name_used_still_exists_with_its_shape():
     # what QuietExperiment wraps to stop a pipeline at its first failed stage: the wait between NeMo-Run's levels
     assert list(inspect.signature(run.Experiment._wait_for_jobs).parameters) == ["self", "jobs"]
     assert "job.launch(wait=False, runner=self._runner)" in inspect.getsource(run.Experiment._run_dag)
+    # what QuietExperiment changes in each job's command, once NeMo-Run packaged it; and how it waits for a local job
+    from nemo_run.run.torchx_backend import launcher, packaging
+
+    assert f'["-m", "{private.NEMO_RUN_JOB_RUNNER}"]' in inspect.getsource(packaging.package)
+    assert list(inspect.signature(run.Experiment._prepare).parameters) == ["self", "exist_ok"]
+    assert "runner.wait(app_handle, wait_interval=2)" in inspect.getsource(launcher.wait_and_exit)
+    assert list(inspect.signature(torchx_runner.Runner.wait).parameters) == ["self", "app_handle", "wait_interval"]
 
 
 def test_the_launcher_scans_torchx_schedulers_once_and_nemo_run_uses_the_table():
@@ -58,3 +66,14 @@ def test_an_experiment_exposes_its_id_folder_and_dry_run():
         assert private.experiment_id(exp).startswith("t_")
         assert str(private.experiment_dir(exp)).endswith(private.experiment_id(exp))
         assert private.dryrun_info(exp.jobs[0]) is not None
+
+
+def test_a_local_job_is_asked_for_its_state_more_often_than_nemo_runs_2_s():
+    with private.QuietExperiment("t", executor=run.LocalExecutor(), log_level="WARN") as exp:
+        assert exp._runner.wait.__name__ == "waiting"  # the launcher's experiments wait through the wrapper
+    asked = []
+    runner = type("Runner", (), {"wait": lambda self, job, wait_interval=10: asked.append((job, wait_interval))})()
+    private.poll_local_jobs_often(runner)
+    runner.wait("local_persistent://nemo_run/t-1", wait_interval=2)
+    runner.wait("slurm_tunnel://nemo_run/123", wait_interval=2)
+    assert asked == [("local_persistent://nemo_run/t-1", private.LOCAL_POLL_S), ("slurm_tunnel://nemo_run/123", 2)]

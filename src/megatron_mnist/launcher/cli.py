@@ -31,7 +31,7 @@ from pathlib import Path
 logging.getLogger("nemo_run.cli.cli_parser").setLevel(logging.CRITICAL)
 import fiddle as fdl  # noqa: E402
 
-from megatron_mnist.launcher.lean_nemo_run import import_nemo_run  # noqa: E402
+from megatron_mnist.lean_nemo_run import import_nemo_run  # noqa: E402
 
 run = import_nemo_run()  # before anything else imports it: without torch and the Lepton client (a second saved)
 import typer  # noqa: E402

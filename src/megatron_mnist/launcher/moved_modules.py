@@ -20,7 +20,7 @@ MOVED = {
         "api", "builders", "strategies", "lightning", "megatron_optim", "megatron_writer", "checkpoint",
         "preemption", "world", "progress_file")},
     **{f"megatron_mnist.{m}": f"megatron_mnist.launcher.{m}" for m in (
-        "submission", "watch", "recipe_checks", "config_files", "lean_nemo_run", "nemo_run_private")},
+        "submission", "watch", "recipe_checks", "config_files", "nemo_run_private")},
     "megatron_mnist.executor_fields": "megatron_mnist.executors.fields",
     "recipes": "megatron_mnist_recipes",
     **{f"recipes.{m}": f"megatron_mnist_recipes.{m}" for m in ("pretrain", "finetune", "predict", "pipeline",

@@ -73,16 +73,62 @@ def scan_scheduler_entry_points_once() -> None:
     torchx_runner.get_scheduler_factories = scanned_once
 
 
+NEMO_RUN_JOB_RUNNER = "nemo_run.core.runners.fdl_runner"  # what NeMo-Run's job command runs (``python -m``)
+JOB_RUNNER = "megatron_mnist.job.runner"  # what ours runs instead: the same runner, started and ended cheaply
+
+
+def run_by_our_runner(job) -> None:
+    """A prepared job's command (the TorchX app NeMo-Run's ``package`` built: ``Job._executable``, or each of a
+    ``JobGroup``'s ``_executables``) runs :data:`JOB_RUNNER` where NeMo-Run's runs :data:`NEMO_RUN_JOB_RUNNER`, with
+    the same arguments; torchrun's and Slurm's wrappers keep the module's name as one argument, as NeMo-Run gives it.
+    A ``run.Script`` task names no runner and is left as it is."""
+    apps = [job._executable] if hasattr(job, "_executable") else [app for app, _ in job._executables]
+    for app in apps:
+        for role in app.roles:
+            role.args = [arg.replace(NEMO_RUN_JOB_RUNNER, JOB_RUNNER) for arg in role.args]
+
+
+LOCAL_POLL_S = 0.2  # how often the launcher asks whether a local job has ended
+
+
+def poll_local_jobs_often(runner) -> None:
+    """While it waits, NeMo-Run asks each job's scheduler for the job's state every 2 s (``wait_and_exit``): a
+    finished job is noticed 1 s late on average, a small job's time to result. A local job's state is its process's
+    (and a small JSON file NeMo-Run rewrites), cheap to ask: the runner asks every :data:`LOCAL_POLL_S` for those.
+    Docker's ``docker inspect`` and Slurm's ``sacct`` keep NeMo-Run's 2 s."""
+    wait = runner.wait
+
+    def waiting(app_handle, wait_interval: float = 10):
+        if app_handle.startswith("local"):  # local_persistent://nemo_run/ID, NeMo-Run's local scheduler
+            wait_interval = min(wait_interval, LOCAL_POLL_S)
+        return wait(app_handle, wait_interval)
+
+    runner.wait = waiting
+
+
 class QuietExperiment(run.Experiment):
     """A NeMo-Run experiment without its own spinner panel (the launcher's live view shows the tasks instead), its
     status table at exit and its goodbye hints (for a `nemo experiment` CLI this package does not use).
 
-    And one whose stages stop at the first that did not succeed: where the executor has no job dependencies (the
-    local executor, Docker), NeMo-Run runs sequential stages one after the other, each whatever became of the one
-    before (a pipeline predicted from the last run's checkpoint after its pretrain failed). ``succeeded(job)``, set
+    Its jobs run ``python -m megatron_mnist.job.runner`` (:func:`run_by_our_runner`), and a local job's end is
+    noticed within :data:`LOCAL_POLL_S` (:func:`poll_local_jobs_often`). And its stages stop at the first that did
+    not succeed: where the executor has no job dependencies (the local executor, Docker), NeMo-Run runs sequential
+    stages one after the other, each whatever became of the one before (a pipeline predicted from the last run's
+    checkpoint after its pretrain failed). ``succeeded(job)``, set
     by the launcher, judges a finished stage; the stages after one that did not succeed are never launched."""
 
     succeeded = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        poll_local_jobs_often(self._runner)
+
+    def _prepare(self, exist_ok: bool = False):
+        """NeMo-Run packages each job (its command, its config files), for a run and a dry run alike; then each
+        job's command gets this package's runner (``job/runner.py``)."""
+        super()._prepare(exist_ok=exist_ok)
+        for job in self.jobs:
+            run_by_our_runner(job)
 
     def _wait_for_jobs(self, jobs):
         super()._wait_for_jobs(jobs)

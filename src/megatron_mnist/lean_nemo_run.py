@@ -1,8 +1,9 @@
-"""``import nemo_run`` for the launcher, without torch or the Lepton cloud client.
+"""``import nemo_run`` for the launcher and the job's runner, without torch or the Lepton cloud client.
 
 NeMo-Run 0.11 imports both unconditionally, and together they are ~70% of its import time on a small machine
 (torch ~1.5 s, only to register a YAML representer for ``torch.dtype``; ``leptonai`` with FastAPI ~0.5 s, for an
 executor this launcher does not offer). The launcher composes, checks and submits recipes: it never needs either.
+The job's runner (``job/runner.py``) reads and builds a recipe with NeMo-Run: the recipe imports torch for real.
 
 :func:`import_nemo_run` imports NeMo-Run with both held back:
 
@@ -10,8 +11,8 @@ executor this launcher does not offer). The launcher composes, checks and submit
   representer is registered without torch (by the value's type name), so a recipe holding a dtype still serialises
   as NeMo-Run writes it. torch stays importable afterwards, for real.
 - Lepton: ``nemo_run.core.execution.lepton`` is a placeholder whose ``LeptonExecutor`` cannot be built (NeMo-Run
-  only names the class in ``isinstance`` checks). This is why only the launcher calls it, first: a Python program
-  that imports ``megatron_mnist`` and ``nemo_run`` itself keeps the real Lepton executor.
+  only names the class in ``isinstance`` checks). This is why only the launcher and the job's runner call it,
+  first: a Python program that imports ``megatron_mnist`` and ``nemo_run`` itself keeps the real Lepton executor.
 
 Two more are loaded on first use instead of at import: ``networkx`` (~0.1 s; NeMo-Run orders a pipeline's jobs with
 it) and the SSH stack, ``paramiko`` with ``cryptography`` (~0.1 s; NeMo-Run's tunnel client needs it only when it
