@@ -34,3 +34,31 @@ def test_a_job_keeps_mkl_to_one_code_path_unless_the_user_chose_one():
     env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
     assert mkl_mode_in_a_job(env) == MKL_CBWR_AUTO
     assert mkl_mode_in_a_job(dict(env, MKL_CBWR="COMPATIBLE")) == 3  # the user's own setting wins
+
+
+FREEZES = """
+import gc, weakref
+from megatron_mnist.job.process import freeze_heap
+
+class Stage:
+    pass
+
+def old_garbage():  # a reference cycle that lived long enough to reach the oldest generation, then was dropped
+    stage = Stage()
+    stage.me = stage
+    gc.collect()
+    return weakref.ref(stage)
+
+imported = old_garbage()
+freeze_heap()  # the job's first: young generations only (the heap the imports left is not walked)
+print(imported() is not None)
+finished = old_garbage()  # a pipeline's finished stage, in one job
+freeze_heap()  # the next stage's: a full collection of what is not frozen
+print(finished() is None)
+"""
+
+
+def test_the_first_heap_freeze_skips_the_full_collection_and_the_next_stages_does_not():
+    done = subprocess.run([sys.executable, "-c", FREEZES], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True"]
