@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def commands(out: Path, round_: int, baseline: Path | None) -> dict[str, list[str]]:
     launch = [sys.executable, str(ROOT / "launch.py")]
-    before = {}
+    before, after = {}, {}
     if baseline is not None:  # the same commands from another checkout (its src/ first on the path: see main)
         old = [sys.executable, str(baseline / "launch.py")]
         before = {
@@ -30,6 +30,8 @@ def commands(out: Path, round_: int, baseline: Path | None) -> dict[str, list[st
             "pretrain, 20 steps, baseline checkout": [*old, "pretrain", "trainer.max_steps=20",
                                                       f"log.log_dir={out}/basepre{round_}", "--yes"],
         }  # fmt: skip
+        after = {"report of a pipeline, baseline checkout": [*old, "report", f"{out}/one0/pipeline", "--out",
+                                                             f"{out}/basereport{round_}"]}  # fmt: skip
     return {
         **before,
         "pipeline, separate jobs (lightning)": [*launch, "pipeline", "--separate-jobs", "--log-dir",
@@ -41,6 +43,7 @@ def commands(out: Path, round_: int, baseline: Path | None) -> dict[str, list[st
         "pretrain, 20 steps (megatron)": [*launch, "pretrain", "trainer.max_steps=20", "trainer.loop=megatron",
                                           f"log.log_dir={out}/mpre{round_}", "--yes"],
         "report of a pipeline": [*launch, "report", f"{out}/one0/pipeline", "--out", f"{out}/report{round_}"],
+        **after,  # the report of the same pipeline (written by this checkout in the first round)
     }  # fmt: skip
 
 

@@ -54,7 +54,7 @@ def test_the_job_side_is_where_the_training_stack_is():
     top = {m.name for m in pkgutil.iter_modules([str(SRC)])}
     assert top == {
         "checkpoint_paths", "constraints", "defaults", "errors", "job_protocol", "names", "report", "run_dirs",  # both
-        "run_logs", "run_record", "lean_nemo_run",
+        "run_logs", "run_record", "lean_nemo_run", "fast_exit",
         "data", "model", "job", "launcher", "executors",
     }  # fmt: skip
 

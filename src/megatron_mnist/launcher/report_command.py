@@ -25,7 +25,10 @@ def report(
 
 
 def run(argv: list[str]) -> None:
-    """``report ARGS...`` as ``launch.py`` was given it."""
+    """``report ARGS...`` as ``launch.py`` was given it; the process ends once the report is written, without
+    Python's teardown of torch and matplotlib (``fast_exit``: 0.65 s of a 2.9 s report on a 2-core machine)."""
+    from megatron_mnist.fast_exit import run_then_exit
+
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(report)
-    typer.main.get_command(app).main(args=argv[1:], prog_name="launch.py report")
+    run_then_exit(lambda: typer.main.get_command(app).main(args=argv[1:], prog_name="launch.py report"))
