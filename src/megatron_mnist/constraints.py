@@ -9,6 +9,7 @@ Imports only the error vocabulary, so both rooms (where the user types, and the 
 
 import math
 import typing
+from typing import Literal, Optional
 
 from megatron_mnist.errors import RecipeError
 
@@ -89,3 +90,42 @@ def check_ranks(devices: int | None, num_nodes: int | None, started: tuple[int, 
                 f"{key}={value} but {by} starts {launched} ({executor_key}): leave {key} unset "
                 "(it follows the executor) or make them equal"
             )
+
+
+# -- precision and graph mode, against the hardware and the engine ---------------------------------------------------
+# Lightning's names. 16-mixed is fp16 with Megatron's dynamic loss scaling (no Apex needed).
+Precision = Literal["32", "bf16-mixed", "16-mixed"]
+PRECISIONS = typing.get_args(Precision)
+
+
+def resolve_precision(precision: Optional[str], accelerator: str) -> str:
+    """None → bf16-mixed on a GPU (the seed's choice), 32 on a CPU; the CPU trains in fp32 only."""
+    if precision is not None and precision not in PRECISIONS:
+        raise RecipeError(f"trainer.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    if accelerator == "cpu" and precision not in (None, "32"):
+        raise RecipeError(f"trainer.precision={precision} needs a GPU: on a CPU the recipe trains in fp32 (32)")
+    return precision or ("bf16-mixed" if accelerator == "gpu" else "32")
+
+
+GRAPH_NEEDS_RESIDENT_DATA = (
+    "trainer.cuda_graph=true gathers each step's digits on the GPU inside the graph: it needs "
+    "data.device_resident=true (the digits kept on the GPU)"
+)
+
+
+def check_graph_mode(loop: str, cuda_graph: bool, accelerator: str, precision: Optional[str] = None,
+                     device_resident: bool = True) -> None:  # fmt: skip
+    """Graph mode is the megatron loop's, on a GPU, in bf16 or fp32, over digits kept on the GPU (the launcher
+    checks the same before submitting): fp16's loss scaling reads the gradients' overflow on the host every step,
+    which a graph cannot; the graph gathers each step's digits itself."""
+    if cuda_graph and loop != "megatron":
+        raise RecipeError("trainer.cuda_graph=true needs trainer.loop=megatron (the Lightning loop runs eagerly)")
+    if cuda_graph and accelerator != "gpu":
+        raise RecipeError("trainer.cuda_graph=true needs a GPU (CUDA graphs): set trainer.cuda_graph=false on a CPU")
+    if cuda_graph and precision == "16-mixed":
+        raise RecipeError(
+            "trainer.cuda_graph=true with trainer.precision=16-mixed: fp16's loss scaling reads the gradients' "
+            "overflow on the host every step, which a CUDA graph cannot (use bf16-mixed or 32)"
+        )
+    if cuda_graph and not device_resident:
+        raise RecipeError(GRAPH_NEEDS_RESIDENT_DATA)

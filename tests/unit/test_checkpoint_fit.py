@@ -13,6 +13,7 @@ from megatron_mnist.launcher.recipe_checks import RecipeError, check_recipe, che
 from megatron_mnist.model.config import CONFIGS
 from megatron_mnist.model.spec import CONFIG_HEADS, TASKS
 from megatron_mnist.model.weights import load_model_weights
+from megatron_mnist.run_record import RunError
 from megatron_mnist_recipes.finetune import finetune
 from megatron_mnist_recipes.predict import predict
 from megatron_mnist_recipes.pretrain import pretrain
@@ -101,7 +102,7 @@ def test_a_run_resumed_with_other_sizes_is_stopped(tmp_path):
     with pytest.raises(RecipeError, match=r"holds a PretrainConfig model, but model.task=finetune_both"):
         check_run_folder(recipe)
     recipe.model.task, recipe.trainer.max_steps = "pretrain", 149  # at its last checkpoint's step: nothing to train
-    with pytest.raises(RecipeError, match=r"pretrain has already trained 149 steps and trainer.max_steps=149"):
+    with pytest.raises(RunError, match=r"pretrain has already trained 149 steps and trainer.max_steps=149"):
         check_run_folder(recipe)
 
 

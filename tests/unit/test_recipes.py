@@ -125,7 +125,7 @@ def test_graph_mode_without_the_digits_on_the_gpu_is_refused_before_submit_and_o
     with pytest.raises(RecipeError, match="needs data.device_resident=true"):
         check_recipe(recipe, check_paths=False, executor_gpus=1)
     with pytest.raises(ValueError, match="needs data.device_resident=true"):
-        builders.check_graph_mode("megatron", True, "gpu", "bf16-mixed", device_resident=False)
+        constraints.check_graph_mode("megatron", True, "gpu", "bf16-mixed", device_resident=False)
 
 
 def test_graph_mode_with_fp16_loss_scaling_is_refused_before_submit_and_on_the_node():
@@ -139,4 +139,4 @@ def test_graph_mode_with_fp16_loss_scaling_is_refused_before_submit_and_on_the_n
     with pytest.raises(RecipeError, match="trainer.cuda_graph=true with trainer.precision=16-mixed"):
         check_recipe(recipe, check_paths=False, executor_gpus=1)
     with pytest.raises(ValueError, match="trainer.cuda_graph=true with trainer.precision=16-mixed"):
-        builders.check_graph_mode("megatron", True, "gpu", "16-mixed")
+        constraints.check_graph_mode("megatron", True, "gpu", "16-mixed")

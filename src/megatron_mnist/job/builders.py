@@ -15,17 +15,15 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from megatron_mnist import defaults
-from megatron_mnist.constraints import check_ranks, check_values
+from megatron_mnist.constraints import Precision, check_graph_mode, check_ranks, check_values, resolve_precision
 from megatron_mnist.constraints import global_batch_size as resolve_global_batch_size
+from megatron_mnist.errors import RecipeError
 from megatron_mnist.job import engines
 from megatron_mnist.job.engines import DEFAULT as DEFAULT_ENGINE
 from megatron_mnist.job.engines import Engine
 from megatron_mnist.model.spec import Task, spec_of
 
 Accelerator = Literal["auto", "gpu", "cpu"]
-# Lightning's names. 16-mixed is fp16 with Megatron's dynamic loss scaling (no Apex needed).
-Precision = Literal["32", "bf16-mixed", "16-mixed"]
-PRECISIONS = typing.get_args(Precision)
 
 ACCELERATORS = typing.get_args(Accelerator)
 
@@ -35,11 +33,11 @@ def resolve_accelerator(accelerator: str) -> str:
     import torch
 
     if accelerator not in ACCELERATORS:
-        raise ValueError(f"trainer.accelerator={accelerator!r} is not one of {', '.join(ACCELERATORS)}")
+        raise RecipeError(f"trainer.accelerator={accelerator!r} is not one of {', '.join(ACCELERATORS)}")
     if accelerator == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
     if accelerator == "gpu" and not torch.cuda.is_available():
-        raise ValueError("trainer.accelerator=gpu but this machine has no CUDA GPU (use auto or cpu)")
+        raise RecipeError("trainer.accelerator=gpu but this machine has no CUDA GPU (use auto or cpu)")
     return accelerator
 
 
@@ -123,15 +121,6 @@ class TrainerSettings:
         return self.devices * self.num_nodes
 
 
-def resolve_precision(precision: Optional[str], accelerator: str) -> str:
-    """None → bf16-mixed on a GPU (the seed's choice), 32 on a CPU; the CPU trains in fp32 only."""
-    if precision is not None and precision not in PRECISIONS:
-        raise ValueError(f"trainer.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
-    if accelerator == "cpu" and precision not in (None, "32"):
-        raise ValueError(f"trainer.precision={precision} needs a GPU: on a CPU the recipe trains in fp32 (32)")
-    return precision or ("bf16-mixed" if accelerator == "gpu" else "32")
-
-
 def trainer(
     accelerator: Accelerator = "auto",
     devices: Optional[int] = None,
@@ -188,30 +177,6 @@ def trainer(
         cuda_graph=cuda_graph,
     )
     return engine.make_trainer(settings)
-
-
-GRAPH_NEEDS_RESIDENT_DATA = (
-    "trainer.cuda_graph=true gathers each step's digits on the GPU inside the graph: it needs "
-    "data.device_resident=true (the digits kept on the GPU)"
-)
-
-
-def check_graph_mode(loop: str, cuda_graph: bool, accelerator: str, precision: Optional[str] = None,
-                     device_resident: bool = True) -> None:  # fmt: skip
-    """Graph mode is the megatron loop's, on a GPU, in bf16 or fp32, over digits kept on the GPU (the launcher
-    checks the same before submitting): fp16's loss scaling reads the gradients' overflow on the host every step,
-    which a graph cannot; the graph gathers each step's digits itself."""
-    if cuda_graph and loop != "megatron":
-        raise ValueError("trainer.cuda_graph=true needs trainer.loop=megatron (the Lightning loop runs eagerly)")
-    if cuda_graph and accelerator != "gpu":
-        raise ValueError("trainer.cuda_graph=true needs a GPU (CUDA graphs): set trainer.cuda_graph=false on a CPU")
-    if cuda_graph and precision == "16-mixed":
-        raise ValueError(
-            "trainer.cuda_graph=true with trainer.precision=16-mixed: fp16's loss scaling reads the gradients' "
-            "overflow on the host every step, which a CUDA graph cannot (use bf16-mixed or 32)"
-        )
-    if cuda_graph and not device_resident:
-        raise ValueError(GRAPH_NEEDS_RESIDENT_DATA)
 
 
 @dataclass

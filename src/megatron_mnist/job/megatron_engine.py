@@ -40,8 +40,9 @@ import torch
 
 from megatron_mnist import defaults
 from megatron_mnist.checkpoint_paths import last_checkpoint, write_context
-from megatron_mnist.constraints import micro_batches_per_step
-from megatron_mnist.job.builders import GRAPH_NEEDS_RESIDENT_DATA, Adam, ResumeSettings, RunFolder, TrainerSettings
+from megatron_mnist.constraints import GRAPH_NEEDS_RESIDENT_DATA, micro_batches_per_step
+from megatron_mnist.errors import RecipeError
+from megatron_mnist.job.builders import Adam, ResumeSettings, RunFolder, TrainerSettings
 from megatron_mnist.job.preemption import StopSignals
 from megatron_mnist.job.process import freeze_heap
 from megatron_mnist.job.progress_file import note, writer_from_environment
@@ -412,7 +413,7 @@ def train(model, data, trainer: MegatronLoop, optim: Adam, log: RunFolder, resum
     """Train; the run's summary on global rank 0 (None on the other ranks)."""
     settings = trainer.settings
     if settings.cuda_graph and not data.device_resident:  # a Python recipe, not checked by the launcher
-        raise ValueError(GRAPH_NEEDS_RESIDENT_DATA)
+        raise RecipeError(GRAPH_NEEDS_RESIDENT_DATA)
     rank, world = init_process_group(settings, seed)
     seed_everything(seed)
     graph_stream = torch.cuda.Stream() if settings.cuda_graph else None

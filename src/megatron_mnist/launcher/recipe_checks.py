@@ -145,12 +145,12 @@ def check_recipe(
         # graph mode without the megatron loop or without a GPU
         where = job_accelerator(recipe, executor_gpus)
         try:
-            builders.resolve_precision(_get(recipe, "trainer.precision"), where)
-            builders.check_graph_mode(
+            constraints.resolve_precision(_get(recipe, "trainer.precision"), where)
+            constraints.check_graph_mode(
                 _get(recipe, "trainer.loop", engines.DEFAULT), bool(_get(recipe, "trainer.cuda_graph")), where,
                 _get(recipe, "trainer.precision"), _get(recipe, "data.device_resident") is not False,
             )  # fmt: skip
-        except ValueError as e:
+        except RecipeError as e:  # the node's rule, said with where this job would run
             raise RecipeError(f"{e} (the job would run on a {where.upper()})") from None
     if not check_paths:
         return
@@ -233,13 +233,10 @@ def check_run_folder(recipe: fdl.Buildable, ranks: tuple[int, int] = (1, 1), exe
             micro, _get(recipe, "data.global_batch_size"), ranks[0] * ranks[1]
         ),
     }
-    try:
-        facts["precision"] = builders.resolve_precision(_get(recipe, "trainer.precision"), accelerator)
-        step = run_record.check_continuation(
-            run_dir, facts, _get(recipe, "trainer.max_steps"), _get(recipe, "resume.resume_if_exists", True)
-        )
-    except ValueError as e:
-        raise RecipeError(str(e)) from None
+    facts["precision"] = constraints.resolve_precision(_get(recipe, "trainer.precision"), accelerator)
+    step = run_record.check_continuation(  # a RunError: the run, its state and what to do
+        run_dir, facts, _get(recipe, "trainer.max_steps"), _get(recipe, "resume.resume_if_exists", True)
+    )
     if step is not None:
         check_checkpoint_fits(recipe, last_checkpoint(run_dir), f"the run being resumed ({run_dir})", resuming=True)
 
