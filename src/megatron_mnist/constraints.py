@@ -107,12 +107,6 @@ def resolve_precision(precision: Optional[str], accelerator: str) -> str:
     return precision or ("bf16-mixed" if accelerator == "gpu" else "32")
 
 
-GRAPH_NEEDS_RESIDENT_DATA = (
-    "trainer.cuda_graph=true gathers each step's digits on the GPU inside the graph: it needs "
-    "data.device_resident=true (the digits kept on the GPU)"
-)
-
-
 def check_graph_mode(loop: str, cuda_graph: bool, accelerator: str, precision: Optional[str] = None,
                      device_resident: bool = True) -> None:  # fmt: skip
     """Graph mode is the megatron loop's, on a GPU, in bf16 or fp32, over digits kept on the GPU (the launcher
@@ -128,4 +122,7 @@ def check_graph_mode(loop: str, cuda_graph: bool, accelerator: str, precision: O
             "overflow on the host every step, which a CUDA graph cannot (use bf16-mixed or 32)"
         )
     if cuda_graph and not device_resident:
-        raise RecipeError(GRAPH_NEEDS_RESIDENT_DATA)
+        raise RecipeError(
+            "trainer.cuda_graph=true gathers each step's digits on the GPU inside the graph: it needs "
+            "data.device_resident=true (the digits kept on the GPU)"
+        )

@@ -40,8 +40,7 @@ import torch
 
 from megatron_mnist import defaults
 from megatron_mnist.checkpoint_paths import last_checkpoint, write_context
-from megatron_mnist.constraints import GRAPH_NEEDS_RESIDENT_DATA, micro_batches_per_step
-from megatron_mnist.errors import RecipeError
+from megatron_mnist.constraints import check_graph_mode, micro_batches_per_step
 from megatron_mnist.job.builders import Adam, ResumeSettings, RunFolder, TrainerSettings
 from megatron_mnist.job.preemption import StopSignals
 from megatron_mnist.job.process import freeze_heap
@@ -412,8 +411,9 @@ class RunLogs:
 def train(model, data, trainer: MegatronLoop, optim: Adam, log: RunFolder, resume: ResumeSettings, seed: int):
     """Train; the run's summary on global rank 0 (None on the other ranks)."""
     settings = trainer.settings
-    if settings.cuda_graph and not data.device_resident:  # a Python recipe, not checked by the launcher
-        raise RecipeError(GRAPH_NEEDS_RESIDENT_DATA)
+    # graph mode's rules once more, now that the data module is known (a Python recipe never met the launcher)
+    check_graph_mode(settings.engine, settings.cuda_graph, settings.accelerator, settings.precision,
+                     data.device_resident)  # fmt: skip
     rank, world = init_process_group(settings, seed)
     seed_everything(seed)
     graph_stream = torch.cuda.Stream() if settings.cuda_graph else None

@@ -51,5 +51,5 @@ def freeze_heap() -> None:
     """
     import gc
 
-    gc.collect() if gc.get_freeze_count() else gc.collect(1)
+    gc.collect(2 if gc.get_freeze_count() else 1)  # 2: every generation; 1: the young ones
     gc.freeze()

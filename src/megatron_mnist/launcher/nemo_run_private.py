@@ -114,8 +114,8 @@ class QuietExperiment(run.Experiment):
     noticed within :data:`LOCAL_POLL_S` (:func:`poll_local_jobs_often`). And its stages stop at the first that did
     not succeed: where the executor has no job dependencies (the local executor, Docker), NeMo-Run runs sequential
     stages one after the other, each whatever became of the one before (a pipeline predicted from the last run's
-    checkpoint after its pretrain failed). ``succeeded(job)``, set
-    by the launcher, judges a finished stage; the stages after one that did not succeed are never launched."""
+    checkpoint after its pretrain failed). ``succeeded(job)``, set by the launcher, judges a finished stage; the
+    stages after one that did not succeed are never launched."""
 
     succeeded = None
 

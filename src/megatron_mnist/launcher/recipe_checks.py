@@ -232,8 +232,8 @@ def check_run_folder(recipe: fdl.Buildable, ranks: tuple[int, int] = (1, 1), exe
         "global_batch_size": constraints.global_batch_size(
             micro, _get(recipe, "data.global_batch_size"), ranks[0] * ranks[1]
         ),
+        "precision": constraints.resolve_precision(_get(recipe, "trainer.precision"), accelerator),
     }
-    facts["precision"] = constraints.resolve_precision(_get(recipe, "trainer.precision"), accelerator)
     step = run_record.check_continuation(  # a RunError: the run, its state and what to do
         run_dir, facts, _get(recipe, "trainer.max_steps"), _get(recipe, "resume.resume_if_exists", True)
     )
