@@ -14,7 +14,8 @@ The same model (784→64→ReLU→3→64→784, bf16 autocast / bf16-mixed), MSE
        one per item then, stay vectorised here)
   (m_prev), (g_prev) the megatron engine as it was before its step was cut down (torch's multi-tensor capturable
        Adam, and megatron-core's reduce-scatter and all-gather on one rank); (m_foreach), (m_collectives): only one
-       of the two put back, for the cost of each
+       of the two put back, for the cost of each; (m_before) the engine before its gradients were fp32 under bf16 and
+       before a same-step last checkpoint was linked to the best instead of saved again (2026-12-06)
   (b)  a plain PyTorch loop with a DataLoader (worker processes, pinned memory)
   (c)  a plain loop over GPU-resident data, eager
   (d)  the plain GPU-resident loop with the whole step (forward, backward, fused capturable Adam) in a CUDA graph:
@@ -55,7 +56,22 @@ from torch import nn
 from megatron_mnist.data.dataset import MNISTCustom
 from megatron_mnist_recipes.pretrain import pretrain
 
-VARIANTS = ("a", "a_prev", "a0", "m", "m_prev", "m_foreach", "m_collectives", "g", "g_prev", "g_copy", "b", "c", "d")
+VARIANTS = (
+    "a",
+    "a_prev",
+    "a0",
+    "m",
+    "m_before",
+    "m_prev",
+    "m_foreach",
+    "m_collectives",
+    "g",
+    "g_prev",
+    "g_copy",
+    "b",
+    "c",
+    "d",
+)
 
 
 class StepTimer(PipelineStepTimer):
@@ -122,12 +138,39 @@ def copying_step():
     return CopyingStep
 
 
+def save_twice(run_dir, parts, state, top_k, zero, validated=True):
+    """(m_before): the engine's save_checkpoint before 2026-12-06: the last written by a save of its own beside a
+    best of the same step."""
+    from megatron_mnist.job import megatron_engine as engine
+
+    folder, keep = run_dir / "checkpoints", set()
+    if validated and state.val_loss is not None and top_k > 0:
+        name = engine.checkpoint_name(state, last=False)
+        best = sorted([*state.best, (state.val_loss, name)])[:top_k]
+        if (state.val_loss, name) in best:
+            engine._write(folder, name, parts, state, zero, best)
+        state.best = best
+    keep |= {name for _, name in state.best}
+    last = engine.checkpoint_name(state, last=True)
+    engine._write(folder, last, parts, state, zero, state.best)
+    keep.add(last)
+    if zero:
+        for path in folder.iterdir():
+            stem = path.name.removesuffix(".ckpt")
+            if stem.startswith("step=") and stem not in keep and not stem.endswith("-unfinished"):
+                engine._remove(folder, stem)
+
+
 @contextlib.contextmanager
 def put_back(name: str):
     """What the (m_prev) family puts back into the megatron engine for one run (its step functions swapped)."""
     from megatron_mnist.job import megatron_engine
 
-    saved = megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives, megatron_engine.Step
+    saved = (megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives,
+             megatron_engine.Step, megatron_engine.grads_in_fp32, megatron_engine.save_checkpoint)  # fmt: skip
+    if name == "m_before":
+        megatron_engine.grads_in_fp32 = lambda precision: False
+        megatron_engine.save_checkpoint = save_twice
     if name == "g_copy":
         megatron_engine.Step = copying_step()
     if name in ("m_prev", "g_prev", "m_foreach"):
@@ -137,8 +180,8 @@ def put_back(name: str):
     try:
         yield
     finally:
-        (megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives,
-         megatron_engine.Step) = saved  # fmt: skip
+        (megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives, megatron_engine.Step,
+         megatron_engine.grads_in_fp32, megatron_engine.save_checkpoint) = saved  # fmt: skip
 
 
 class EngineStepTimer:
@@ -422,7 +465,7 @@ def main():
         }
     pairs = (("a", "b"), ("a_prev", "b"), ("a", "a_prev"), ("a", "c"), ("a0", "b"), ("a", "d"), ("m", "b"),
              ("m", "a"), ("g", "b"), ("g", "d"), ("g", "m"), ("m", "m_prev"), ("g", "g_prev"), ("m_prev", "b"),
-             ("g_prev", "b"))  # fmt: skip
+             ("g_prev", "b"), ("m", "m_before"), ("m_before", "b"))  # fmt: skip
     for num, den in pairs:
         if num in medians and den in medians:
             results[f"{num}/{den}"] = round(medians[num] / medians[den], 3)
@@ -437,13 +480,17 @@ def main():
     print(json.dumps(results, indent=2))
     print(f"\n{args.rounds} interleaved runs each, {args.steps} steps, micro batch {args.micro_batch_size}, "
           f"{results['device']}")  # fmt: skip
-    print("| path | steps/s min / median / max | samples/s (median) | first step (median) | peak GPU memory |")
-    print("|---|---|---|---|---|")
+    print(
+        "| path | steps/s min / median / max | with validation + checkpoints (median) | samples/s (median) "
+        "| first step (median) | peak GPU memory |"
+    )
+    print("|---|---|---|---|---|---|")
     for name in variants:
         r = results[name]
         rate = r["steps_per_s"]
         print(
             f"| ({name}) | {rate['min']:,.1f} / **{rate['median']:,.1f}** / {rate['max']:,.1f} | "
+            f"{f'{cadence:,.1f}' if (cadence := r['steps_per_s_with_validation_median']) else ''} | "
             f"{rate['median'] * args.micro_batch_size:,.0f} | {r['first_step_s_median']:.2f} s | "
             f"{r['peak_gpu_mib']:.0f} MiB |"
         )
