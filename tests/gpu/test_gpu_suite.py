@@ -238,6 +238,13 @@ def test_logged_losses_are_read_back_without_waiting_for_the_gpu():
     assert polled + drained == [(7, 0.75), (12, 0.75)]
 
 
+def python_json(code: str) -> dict:
+    """What ``code``, run in a fresh interpreter (its own CUDA context and process group), printed last as JSON."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def test_distributed_adam_resume_gives_each_parameter_its_own_step():
     """The cause of the drifting GPU resumes, measured: megatron-core 0.15's DistributedOptimizer.load_state_dict
     (without Apex / TE) gives every parameter one shared ``step`` tensor, which torch's Adam then advances once
@@ -261,9 +268,7 @@ def test_distributed_adam_resume_gives_each_parameter_its_own_step():
         "    found[fix] = {'parameters': len(steps), 'step tensors': len({id(s) for s in steps})}\n"
         "print(json.dumps(found))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = json.loads(result.stdout.strip().splitlines()[-1])
+    found = python_json(code)
     print(f"after megatron-core loads the distributed optimizer: {found['false']} without the fix, {found['true']} "
           "with it")  # fmt: skip
     assert found["false"]["step tensors"] == 1 < found["false"]["parameters"]
@@ -307,9 +312,7 @@ def test_a_gpu_save_completes_behind_the_training_with_the_state_of_its_step(tmp
         "                  'step': loaded.step, 'writer': writer, 'trainer': os.getpid(),\n"
         "                  'same_writer': fresh.saves.persistent_caller.process.pid == writer}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = json.loads(result.stdout.strip().splitlines()[-1])
+    found = python_json(code)
     print(f"asynchronous save: pending {found['pending']}, then {found['done']}; weights as asked: {found['same']}")
     assert "step=10-val_loss=0.5000-unfinished" in found["pending"] and not found["resumable_before"]
     assert found["done"] == ["step=10-val_loss=0.5000", "step=20-val_loss=0.7000-last"]
