@@ -15,8 +15,7 @@ The same model (784→64→ReLU→3→64→784, bf16 autocast / bf16-mixed), MSE
   (m_prev), (g_prev) the megatron engine as it was before its step was cut down (torch's multi-tensor capturable
        Adam, and megatron-core's reduce-scatter and all-gather on one rank); (m_foreach), (m_collectives): only one
        of the two put back, for the cost of each; (m_before) the engine before its gradients were fp32 under bf16 and
-       before a same-step last checkpoint was linked to the best instead of saved again, each save synchronous
-       (2026-12-06); (m_sync) today's engine with synchronous saves (no writer process)
+       before a same-step last checkpoint was linked to the best instead of saved again (2026-12-06)
   (b)  a plain PyTorch loop with a DataLoader (worker processes, pinned memory)
   (c)  a plain loop over GPU-resident data, eager
   (d)  the plain GPU-resident loop with the whole step (forward, backward, fused capturable Adam) in a CUDA graph:
@@ -63,7 +62,6 @@ VARIANTS = (
     "a0",
     "m",
     "m_before",
-    "m_sync",
     "m_prev",
     "m_foreach",
     "m_collectives",
@@ -142,18 +140,20 @@ def copying_step():
 
 def save_twice(run_dir, parts, state, top_k, zero, validated=True):
     """(m_before): the engine's save_checkpoint before 2026-12-06: the last written by a save of its own beside a
-    best of the same step, each save synchronous (with ``parts.saves`` None, as m_before builds it)."""
+    best of the same step."""
     from megatron_mnist.job import megatron_engine as engine
 
-    folder = run_dir / "checkpoints"
+    folder, keep = run_dir / "checkpoints", set()
     if validated and state.val_loss is not None and top_k > 0:
         name = engine.checkpoint_name(state, last=False)
-        state.best = sorted([*state.best, (state.val_loss, name)])[:top_k]
-        if (state.val_loss, name) in state.best:
-            engine._write(folder, name, parts, state, zero)
+        best = sorted([*state.best, (state.val_loss, name)])[:top_k]
+        if (state.val_loss, name) in best:
+            engine._write(folder, name, parts, state, zero, best)
+        state.best = best
+    keep |= {name for _, name in state.best}
     last = engine.checkpoint_name(state, last=True)
-    keep = {name for _, name in state.best} | {last}
-    engine._write(folder, last, parts, state, zero)
+    engine._write(folder, last, parts, state, zero, state.best)
+    keep.add(last)
     if zero:
         for path in folder.iterdir():
             stem = path.name.removesuffix(".ckpt")
@@ -164,13 +164,10 @@ def save_twice(run_dir, parts, state, top_k, zero, validated=True):
 @contextlib.contextmanager
 def put_back(name: str):
     """What the (m_prev) family puts back into the megatron engine for one run (its step functions swapped)."""
-    from megatron_mnist.job import megatron_engine, megatron_writer
+    from megatron_mnist.job import megatron_engine
 
     saved = (megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives,
-             megatron_engine.Step, megatron_engine.grads_in_fp32, megatron_engine.save_checkpoint,
-             megatron_writer.checkpoint_queue)  # fmt: skip
-    if name in ("m_before", "m_sync"):
-        megatron_writer.checkpoint_queue = lambda: None  # no writer process: each save written before the next step
+             megatron_engine.Step, megatron_engine.grads_in_fp32, megatron_engine.save_checkpoint)  # fmt: skip
     if name == "m_before":
         megatron_engine.grads_in_fp32 = lambda precision: False
         megatron_engine.save_checkpoint = save_twice
@@ -184,8 +181,7 @@ def put_back(name: str):
         yield
     finally:
         (megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives, megatron_engine.Step,
-         megatron_engine.grads_in_fp32, megatron_engine.save_checkpoint,
-         megatron_writer.checkpoint_queue) = saved  # fmt: skip
+         megatron_engine.grads_in_fp32, megatron_engine.save_checkpoint) = saved  # fmt: skip
 
 
 class EngineStepTimer:
@@ -469,7 +465,7 @@ def main():
         }
     pairs = (("a", "b"), ("a_prev", "b"), ("a", "a_prev"), ("a", "c"), ("a0", "b"), ("a", "d"), ("m", "b"),
              ("m", "a"), ("g", "b"), ("g", "d"), ("g", "m"), ("m", "m_prev"), ("g", "g_prev"), ("m_prev", "b"),
-             ("g_prev", "b"), ("m", "m_before"), ("m", "m_sync"), ("m_before", "b"))  # fmt: skip
+             ("g_prev", "b"), ("m", "m_before"), ("m_before", "b"))  # fmt: skip
     for num, den in pairs:
         if num in medians and den in medians:
             results[f"{num}/{den}"] = round(medians[num] / medians[den], 3)

@@ -238,13 +238,6 @@ def test_logged_losses_are_read_back_without_waiting_for_the_gpu():
     assert polled + drained == [(7, 0.75), (12, 0.75)]
 
 
-def python_json(code: str) -> dict:
-    """What ``code``, run in a fresh interpreter (its own CUDA context and process group), printed last as JSON."""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def test_distributed_adam_resume_gives_each_parameter_its_own_step():
     """The cause of the drifting GPU resumes, measured: megatron-core 0.15's DistributedOptimizer.load_state_dict
     (without Apex / TE) gives every parameter one shared ``step`` tensor, which torch's Adam then advances once
@@ -268,56 +261,13 @@ def test_distributed_adam_resume_gives_each_parameter_its_own_step():
         "    found[fix] = {'parameters': len(steps), 'step tensors': len({id(s) for s in steps})}\n"
         "print(json.dumps(found))\n"
     )
-    found = python_json(code)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
     print(f"after megatron-core loads the distributed optimizer: {found['false']} without the fix, {found['true']} "
           "with it")  # fmt: skip
     assert found["false"]["step tensors"] == 1 < found["false"]["parameters"]
     assert found["true"]["step tensors"] == found["true"]["parameters"]
-
-
-def test_a_gpu_save_completes_behind_the_training_with_the_state_of_its_step(tmp_path):
-    """The megatron engine's asynchronous save (job/megatron_writer.py): it returns before the files are complete
-    (the checkpoint stays marked, a resume would not take it), the weights written are those of the step it was
-    asked at although the next step changes them at once, and the next save or the end completes it (metadata,
-    context, mark removed, the last as the best's twin), in a writer process forked once for every save."""
-    code = (
-        "import json, os, sys, torch\n"
-        "from pathlib import Path\n"
-        "from megatron_mnist.checkpoint_paths import last_checkpoint\n"
-        "from megatron_mnist.job import builders, megatron_engine as me\n"
-        "settings = builders.TrainerSettings('megatron', 'gpu', 'bf16-mixed', 1, 1, 10, 10, None, 1, False, 60,\n"
-        "                                    False)\n"
-        "trainer = me.make_trainer(settings)  # the writer forked here, before CUDA starts\n"
-        "me.init_process_group(settings, 1234)\n"
-        f"run = Path({str(tmp_path)!r})\n"
-        "parts = me.build(builders.model_config('pretrain'), builders.Adam(), settings, 0, 1)\n"
-        "writer = parts.saves.persistent_caller.process.pid\n"
-        "asked = {k: v.detach().clone() for k, v in parts.module.state_dict().items() if torch.is_tensor(v)}\n"
-        "state = me.RunState(step=10, consumed_samples=640, val_loss=0.5)\n"
-        "me.save_checkpoint(run, parts, state, 1, True)\n"
-        "with torch.no_grad():\n"
-        "    for p in parts.module.parameters(): p.add_(1.0)  # the next step, at once\n"
-        "pending = sorted(p.name for p in (run / 'checkpoints').iterdir())\n"
-        "resumable_before = last_checkpoint(run) is not None\n"
-        "me.finish_saves(parts)\n"
-        "state.step, state.val_loss = 20, 0.7  # a worse validation: the last saved alone, the best kept\n"
-        "me.save_checkpoint(run, parts, state, 1, True)\n"
-        "me.finish_saves(parts)\n"
-        "done = sorted(p.name for p in (run / 'checkpoints').iterdir())\n"
-        "best = run / 'checkpoints' / 'step=10-val_loss=0.5000' / 'weights'\n"
-        "fresh = me.build(builders.model_config('pretrain'), builders.Adam(), settings, 0, 1)\n"
-        "loaded = me.load_checkpoint(best, fresh)\n"
-        "same = all(torch.equal(v, fresh.module.state_dict()[k]) for k, v in asked.items())\n"
-        "print(json.dumps({'pending': pending, 'resumable_before': resumable_before, 'done': done, 'same': same,\n"
-        "                  'step': loaded.step, 'writer': writer, 'trainer': os.getpid(),\n"
-        "                  'same_writer': fresh.saves.persistent_caller.process.pid == writer}))\n"
-    )
-    found = python_json(code)
-    print(f"asynchronous save: pending {found['pending']}, then {found['done']}; weights as asked: {found['same']}")
-    assert "step=10-val_loss=0.5000-unfinished" in found["pending"] and not found["resumable_before"]
-    assert found["done"] == ["step=10-val_loss=0.5000", "step=20-val_loss=0.7000-last"]
-    assert found["same"] and found["step"] == 10
-    assert found["writer"] != found["trainer"] and found["same_writer"]
 
 
 def last_checkpoint_steps(run_dir: Path) -> list[int]:

@@ -59,6 +59,6 @@ def test_a_save_replacing_a_twin_of_the_same_name_leaves_the_other_whole(tmp_pat
         p.module.weight.add_(1.0)
     # the last saved again under its own name (a train end at the step it validated): a new file, not a write into
     # the inode the best shares
-    engine._write(folder, "step=50-val_loss=0.5000-last", p, state, True)
+    engine._write(folder, "step=50-val_loss=0.5000-last", p, state, True, state.best)
     assert best.read_bytes() == before
     assert not os.path.samefile(best, folder / "step=50-val_loss=0.5000-last.ckpt")

@@ -74,9 +74,9 @@ class MegatronLoop:
 
 def make_trainer(settings: TrainerSettings) -> MegatronLoop:
     if settings.accelerator == "gpu":
-        from megatron_mnist.job.megatron_writer import checkpoint_queue
+        from megatron_mnist.job.megatron_writer import use_forked_result_queue
 
-        checkpoint_queue()  # before CUDA starts: the checkpoint writer's process, forked the cheap way
+        use_forked_result_queue()  # before CUDA starts: Megatron's checkpoint writer, started the cheap way
     return MegatronLoop(settings)
 
 
@@ -93,7 +93,6 @@ class Parts:
     device: torch.device
     dp_rank: int = 0
     dp_size: int = 1
-    saves: object = None  # GPU: megatron-core's queue of asynchronous saves (job/megatron_writer.py)
     extra: dict = field(default_factory=dict)
 
 
@@ -169,7 +168,6 @@ def build(config, optim: Adam, settings: TrainerSettings, rank: int, world: int)
     from megatron.core.transformer.module import Float16Module
 
     from megatron_mnist.job.megatron_optim import make_resumable, optimizer_config
-    from megatron_mnist.job.megatron_writer import checkpoint_queue
 
     module.cuda(torch.cuda.current_device())
     wrapped = module
@@ -196,8 +194,7 @@ def build(config, optim: Adam, settings: TrainerSettings, rank: int, world: int)
     if dp_size == 1:
         skip_one_rank_collectives(model, config)
     device = torch.device("cuda", torch.cuda.current_device())
-    return Parts(module, model, optimizer, get_forward_backward_func(), reduction, device, dp_rank, dp_size,
-                 saves=checkpoint_queue())  # fmt: skip
+    return Parts(module, model, optimizer, get_forward_backward_func(), reduction, device, dp_rank, dp_size)
 
 
 def grads_in_fp32(precision: str) -> bool:
@@ -521,7 +518,6 @@ def loop(parts: Parts, data, settings: TrainerSettings, log: RunFolder, run_dir:
             train_loss = float(data_parallel_mean(step.loss(outcome), parts))
         if log.checkpoint and saved_at != state.step and done_here:
             save_checkpoint(run_dir, parts, state, log.save_top_k, zero, validated=False)  # the last, as at train end
-        finish_saves(parts)
     finally:
         signals.restore(zero)
         if bar is not None:
@@ -595,42 +591,32 @@ def checkpoint_name(state: RunState, last: bool) -> str:
 
 def save_checkpoint(run_dir: Path, parts: Parts, state: RunState, top_k: int, zero: bool, validated=True) -> None:
     """The last checkpoint (replacing the previous last) and, after a validation, the best ``top_k`` by val_loss.
-    Each save is marked ``-unfinished`` until complete (a resume skips a marked one), and the checkpoints it replaces
-    are removed only after. On a GPU the save completes behind the training (see :func:`_write`); one is in flight
-    at a time, and the one before completes first."""
-    finish_saves(parts)
+    Each save is marked ``-unfinished`` until complete (a resume skips a marked one), and the checkpoint it
+    replaces is removed only after."""
     folder = run_dir / "checkpoints"
-    best = None  # this step's name among the best, where it is one
+    keep, written = set(), None
     if validated and state.val_loss is not None and top_k > 0:
         name = checkpoint_name(state, last=False)
-        state.best = sorted([*state.best, (state.val_loss, name)])[:top_k]
-        best = name if (state.val_loss, name) in state.best else None
+        best = sorted([*state.best, (state.val_loss, name)])[:top_k]
+        if (state.val_loss, name) in best:
+            _write(folder, name, parts, state, zero, best)
+            written = name
+        state.best = best
+    keep |= {name for _, name in state.best}
     last = checkpoint_name(state, last=True)
-    keep = {name for _, name in state.best} | {last}
-
-    def complete() -> None:  # the save's files are whole: the last as the best's twin where both, then the rest go
-        if best is not None:
-            _twin(folder, best, last, zero)  # the same step's state: its files again, not a second save
-        if zero:
-            for path in folder.iterdir():
-                stem = path.name.removesuffix(".ckpt")
-                if stem.startswith("step=") and stem not in keep and not stem.endswith("-unfinished"):
-                    shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-    _write(folder, best or last, parts, state, zero, then=complete)
+    if written is not None:  # the same step's state, just saved as a best: its files again, not a second save
+        _twin(folder, written, last, zero)
+    else:
+        _write(folder, last, parts, state, zero, state.best)
+    keep.add(last)
+    if zero:
+        for path in folder.iterdir():
+            stem = path.name.removesuffix(".ckpt")
+            if stem.startswith("step=") and stem not in keep and not stem.endswith("-unfinished"):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def finish_saves(parts: Parts) -> None:
-    """Wait for the save in flight (GPU) and complete it: its metadata, context, mark removed, twin."""
-    if parts.saves is not None:
-        parts.saves.maybe_finalize_async_calls(blocking=True)
-
-
-def _write(folder: Path, name: str, parts: Parts, state: RunState, zero: bool, then=None) -> None:
-    """Save checkpoint ``name`` of ``state``, then call ``then`` once its files are complete. On a CPU, here. On a
-    GPU megatron-core's save is asynchronous (``--async-save`` in Megatron-LM; job/megatron_writer.py): it returns
-    once the state is copied to host memory, a writer process writes the files while training goes on, and the
-    next save or the end of training (:func:`finish_saves`) completes it."""
+def _write(folder: Path, name: str, parts: Parts, state: RunState, zero: bool, best: list) -> None:
     marker = folder / f"{name}-unfinished"
     if zero:
         folder.mkdir(parents=True, exist_ok=True)
@@ -639,40 +625,29 @@ def _write(folder: Path, name: str, parts: Parts, state: RunState, zero: bool, t
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     common = {"step": state.step, "consumed_samples": state.consumed_samples, "val_loss": state.val_loss,
-              "best": state.best, "engine": "megatron"}  # fmt: skip
-
-    def complete() -> None:
-        if zero:
-            write_context(folder / name, parts.module.config, engine="megatron")
-            marker.unlink()
-        if torch.distributed.is_initialized():
-            torch.distributed.barrier()
-        if then is not None:
-            then()
-
+              "best": best, "engine": "megatron"}  # fmt: skip
     if parts.device.type == "cpu":
         if zero:  # the Lightning engine's file layout: NAME.ckpt, and NAME/context beside it
             model_state = {f"module.{k}": v for k, v in parts.module.state_dict().items()}
             torch.save({"state_dict": model_state, "optimizer_states": [parts.optimizer.state_dict()], **common},
                        folder / f"{name}.ckpt")  # fmt: skip
-        complete()
-        return
-    from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
+    else:
+        from megatron.core import dist_checkpointing
 
-    weights = folder / name / "weights"
+        weights = folder / name / "weights"
+        if zero:
+            weights.mkdir(parents=True)
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
+
+        strategy = TorchDistSaveShardedStrategy("torch_dist", 1, thread_count=CHECKPOINT_WRITERS)
+        dist_checkpointing.save({**_sharded(parts, is_loading=False), "run": common}, str(weights), strategy)
     if zero:
-        weights.mkdir(parents=True)
+        write_context(folder / name, parts.module.config, engine="megatron")
+        marker.unlink()
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
-    strategy = TorchDistSaveShardedStrategy("torch_dist", 1, thread_count=CHECKPOINT_WRITERS)
-    request = dist_checkpointing.save({**_sharded(parts, is_loading=False), "run": common}, str(weights), strategy,
-                                      async_sharded_save=True)  # fmt: skip
-    request.add_finalize_fn(complete)
-    if parts.saves is None:  # no writer process (a Python caller's choice): the same request, written here
-        request.execute_sync()
-    else:
-        parts.saves.schedule_async_request(request)
 
 
 def _twin(folder: Path, source: str, name: str, zero: bool) -> None:
