@@ -77,6 +77,14 @@ def _follow_rank_zero(log_dir: str, name: str, wait_s: float) -> str:
     raise RuntimeError(f"rank 0 did not claim a run directory for {name!r} in {log_dir} within {wait_s:.0f} s")
 
 
+def held_by_a_live_run(run_dir: str | Path) -> bool:
+    """Whether a running job holds ``run_dir`` (its lock beside it is taken): a run started now of the same name
+    would write ``NAME-N`` instead, a run of its own. Read by the launcher before it submits (a local, Docker or
+    shared-file-system Slurm job's lock is visible there)."""
+    lock = Path(run_dir).parent / f".{Path(run_dir).name}.lock"
+    return lock.exists() and _is_locked(lock)
+
+
 def _is_locked(lock: Path) -> bool:
     fd = os.open(lock, os.O_RDONLY)
     try:

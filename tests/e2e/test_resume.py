@@ -97,11 +97,18 @@ def test_a_save_killed_midway_is_skipped_and_the_last_complete_checkpoint_is_use
     assert steps == list(range(30))  # steps 0-19, then 20-29 after the resume: none repeated, none lost
 
 
+def past_step(run_dir: Path, step: int) -> bool:
+    """Whether the run's last checkpoint is at ``step`` or later."""
+    return any(int(p.name.split("-")[0].removeprefix("step=")) >= step
+               for p in run_dir.glob("checkpoints/step=*-last.ckpt"))  # fmt: skip
+
+
 def test_two_runs_of_one_name_at_once_get_separate_directories(tmp_path):
-    first = subprocess.Popen(command(tmp_path, steps=1500), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # long enough to outlive the second run's launch and start on a slow 2-core machine
+    first = subprocess.Popen(command(tmp_path, steps=3000), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
-    while not (tmp_path / "r" / "csv_logs").exists() and time.time() < deadline:
-        time.sleep(0.05)  # the first run has claimed r/ and is training
+    while not past_step(tmp_path / "r", 30) and time.time() < deadline:
+        time.sleep(0.05)  # the first run has claimed r/ and checkpointed past the second's 30 steps, still training
     # the second through the local executor, as a user runs it: the launcher's console says where it went
     second_command = [arg for arg in command(tmp_path, steps=30) if arg != "--direct"]
     second = subprocess.run(
@@ -111,7 +118,7 @@ def test_two_runs_of_one_name_at_once_get_separate_directories(tmp_path):
     assert first.returncode == 0 and second.returncode == 0, first_out[-2000:] + second.stderr[-2000:]
     # the second found r/ held by the first, still running: they overlapped
     assert f"note: {tmp_path / 'r'} was in use by a running job, so this run wrote {tmp_path / 'r-2'}" in second.stdout
-    for run, steps in (("r", 1500), ("r-2", 30)):  # each a whole run of its own, its own last checkpoint
+    for run, steps in (("r", 3000), ("r-2", 30)):  # each a whole run of its own, its own last checkpoint
         assert [step for step, _ in logged(tmp_path / run, "train_loss")] == list(range(steps))
         assert len(list((tmp_path / run).glob("checkpoints/*-last.ckpt"))) == 1
 

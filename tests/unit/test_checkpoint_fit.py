@@ -1,5 +1,6 @@
 """Before submitting: the checkpoint a recipe starts from (or resumes) has the weights it takes, in its sizes."""
 
+import fcntl
 import os
 import shutil
 import time
@@ -103,6 +104,22 @@ def test_a_run_resumed_with_other_sizes_is_stopped(tmp_path):
         check_run_folder(recipe)
     recipe.model.task, recipe.trainer.max_steps = "pretrain", 149  # at its last checkpoint's step: nothing to train
     with pytest.raises(RunError, match=r"pretrain has already trained 149 steps and trainer.max_steps=149"):
+        check_run_folder(recipe)
+
+
+def test_a_run_folder_a_live_run_holds_is_not_the_one_a_new_run_continues(tmp_path):
+    # the job takes NAME-N where a running job holds NAME (run_dirs.py): the check before submitting must not judge
+    # the live run's progress as this run's (a second run of 30 steps was refused once the first passed step 30)
+    run_dir = tmp_path / "pretrain" / "checkpoints" / "step=149-val_loss=0.0253-last"
+    shutil.copytree(CHECKPOINT, run_dir)
+    recipe = pretrain(log_dir=str(tmp_path), max_steps=149)
+    lock = os.open(tmp_path / ".pretrain.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a running job holds it
+        check_run_folder(recipe)
+    finally:
+        os.close(lock)
+    with pytest.raises(RunError, match=r"pretrain has already trained 149 steps"):  # the lock gone: a finished run
         check_run_folder(recipe)
 
 

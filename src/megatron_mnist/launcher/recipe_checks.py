@@ -16,7 +16,7 @@ from pathlib import Path
 
 import fiddle as fdl
 
-from megatron_mnist import constraints, defaults, run_record
+from megatron_mnist import constraints, defaults, run_dirs, run_record
 from megatron_mnist.checkpoint_paths import CheckpointError, checkpoint_model, last_checkpoint, resolve_checkpoint
 from megatron_mnist.data.idx import IDXError, check_mnist, mnist_folder
 from megatron_mnist.data.split import split_sizes
@@ -223,6 +223,8 @@ def check_run_folder(recipe: fdl.Buildable, ranks: tuple[int, int] = (1, 1), exe
     if recipe.__fn_or_cls__ is not api.train or _get(recipe, "log") is None:
         return
     run_dir = Path(_get(recipe, "log.log_dir", defaults.LOG_DIR)) / _get(recipe, "log.name", "")
+    if run_dirs.held_by_a_live_run(run_dir):  # the job will write NAME-N: a new run, nothing of this one to continue
+        return
     accelerator = job_accelerator(recipe, executor_gpus)
     micro = _get(recipe, "data.micro_batch_size", defaults.MICRO_BATCH_SIZE)
     facts = {
