@@ -138,27 +138,16 @@ def copying_step():
     return CopyingStep
 
 
-def save_twice(run_dir, parts, state, top_k, zero, validated=True):
-    """(m_before): the engine's save_checkpoint before 2026-12-06: the last written by a save of its own beside a
-    best of the same step."""
+def saving_twice(save_checkpoint):
+    """(m_before): the engine's ``save_checkpoint`` as before 2026-12-06: the last written by a save of its own
+    beside a best of the same step, where today's links the best's files (``_twin``)."""
     from megatron_mnist.job import megatron_engine as engine
 
-    folder, keep = run_dir / "checkpoints", set()
-    if validated and state.val_loss is not None and top_k > 0:
-        name = engine.checkpoint_name(state, last=False)
-        best = sorted([*state.best, (state.val_loss, name)])[:top_k]
-        if (state.val_loss, name) in best:
-            engine._write(folder, name, parts, state, zero, best)
-        state.best = best
-    keep |= {name for _, name in state.best}
-    last = engine.checkpoint_name(state, last=True)
-    engine._write(folder, last, parts, state, zero, state.best)
-    keep.add(last)
-    if zero:
-        for path in folder.iterdir():
-            stem = path.name.removesuffix(".ckpt")
-            if stem.startswith("step=") and stem not in keep and not stem.endswith("-unfinished"):
-                engine._remove(folder, stem)
+    def save(run_dir, parts, state, top_k, zero, validated=True):
+        engine._twin = lambda folder, source, name, zero: engine._write(folder, name, parts, state, zero, state.best)
+        save_checkpoint(run_dir, parts, state, top_k, zero, validated)
+
+    return save
 
 
 @contextlib.contextmanager
@@ -167,10 +156,11 @@ def put_back(name: str):
     from megatron_mnist.job import megatron_engine
 
     saved = (megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives,
-             megatron_engine.Step, megatron_engine.grads_in_fp32, megatron_engine.save_checkpoint)  # fmt: skip
+             megatron_engine.Step, megatron_engine.grads_in_fp32, megatron_engine.save_checkpoint,
+             megatron_engine._twin)  # fmt: skip
     if name == "m_before":
         megatron_engine.grads_in_fp32 = lambda precision: False
-        megatron_engine.save_checkpoint = save_twice
+        megatron_engine.save_checkpoint = saving_twice(megatron_engine.save_checkpoint)
     if name == "g_copy":
         megatron_engine.Step = copying_step()
     if name in ("m_prev", "g_prev", "m_foreach"):
@@ -181,7 +171,7 @@ def put_back(name: str):
         yield
     finally:
         (megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives, megatron_engine.Step,
-         megatron_engine.grads_in_fp32, megatron_engine.save_checkpoint) = saved  # fmt: skip
+         megatron_engine.grads_in_fp32, megatron_engine.save_checkpoint, megatron_engine._twin) = saved  # fmt: skip
 
 
 class EngineStepTimer:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from megatron_mnist.run_logs import logged, rows
+from megatron_mnist.run_record import checkpoint_step
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -99,8 +100,7 @@ def test_a_save_killed_midway_is_skipped_and_the_last_complete_checkpoint_is_use
 
 def past_step(run_dir: Path, step: int) -> bool:
     """Whether the run's last checkpoint is at ``step`` or later."""
-    return any(int(p.name.split("-")[0].removeprefix("step=")) >= step
-               for p in run_dir.glob("checkpoints/step=*-last.ckpt"))  # fmt: skip
+    return any(checkpoint_step(p) >= step for p in run_dir.glob("checkpoints/step=*-last.ckpt"))
 
 
 def test_two_runs_of_one_name_at_once_get_separate_directories(tmp_path):
