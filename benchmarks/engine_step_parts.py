@@ -25,7 +25,6 @@ import torch
 
 from megatron_mnist import defaults
 from megatron_mnist.job import megatron_engine as engine
-from megatron_mnist.job import megatron_writer
 from megatron_mnist.job.process import freeze_heap
 from megatron_mnist_recipes.pretrain import pretrain
 
@@ -149,22 +148,22 @@ def main():
                 pstats.Stats(profiler, stream=out).sort_stats(key).print_stats(args.profile)
                 print(f"---- cProfile, {args.steps} eager steps, by {key} ----\n{out.getvalue()}", flush=True)
 
-        # -- validation and checkpoint (its files written in this process, and forked as megatron-core does,
-        # interleaved) --
+        # -- validation and checkpoint (the save with 1 and 2 writer processes, interleaved) --
         results["validation_ms"] = spread(timed(lambda: engine.validate(parts, data, settings), 5), 1e3)
         state = engine.RunState(step=100, consumed_samples=6400, val_loss=0.05)
         run_dir = Path(log_dir) / "parts"
-        writers = {"in_process": megatron_writer.write_in_this_process, "forked": lambda r: r.execute_sync()}
-        saves = {name: [] for name in writers}
+        saves = {1: [], 2: []}
         for _ in range(5):
-            for name, write in writers.items():
-                megatron_writer.write_in_this_process = write
-                saves[name] += timed(lambda: engine.save_checkpoint(run_dir, parts, state, 1, True, validated=False), 1)
-        megatron_writer.write_in_this_process = writers["in_process"]
-        for name, times in saves.items():
-            results[f"checkpoint_ms_{name}"] = spread(times, 1e3)
-        print("validation (ms):", results["validation_ms"], "checkpoint save (ms), files written:",
-              {w: results[f"checkpoint_ms_{w}"] for w in saves}, flush=True)  # fmt: skip
+            for writers in saves:
+                engine.CHECKPOINT_WRITERS = writers
+                saves[writers] += timed(
+                    lambda: engine.save_checkpoint(run_dir, parts, state, 1, True, validated=False), 1
+                )
+        engine.CHECKPOINT_WRITERS = 1
+        for writers, times in saves.items():
+            results[f"checkpoint_ms_{writers}_writers"] = spread(times, 1e3)
+        print("validation (ms):", results["validation_ms"], "checkpoint save (ms), by writers:",
+              {w: results[f"checkpoint_ms_{w}_writers"] for w in saves}, flush=True)  # fmt: skip
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()

@@ -15,9 +15,7 @@ The same model (784→64→ReLU→3→64→784, bf16 autocast / bf16-mixed), MSE
   (m_prev), (g_prev) the megatron engine as it was before its step was cut down (torch's multi-tensor capturable
        Adam, and megatron-core's reduce-scatter and all-gather on one rank); (m_foreach), (m_collectives): only one
        of the two put back, for the cost of each; (m_before) the engine before its gradients were fp32 under bf16 and
-       before a same-step last checkpoint was linked to the best instead of saved again (2026-12-06); (m_forking) the
-       engine before its checkpoint files were written in the training process (megatron-core forking a writer per
-       file, as it does) and before the optimizer's parameter copies were one launch (2026-12-07)
+       before a same-step last checkpoint was linked to the best instead of saved again (2026-12-06)
   (b)  a plain PyTorch loop with a DataLoader (worker processes, pinned memory)
   (c)  a plain loop over GPU-resident data, eager
   (d)  the plain GPU-resident loop with the whole step (forward, backward, fused capturable Adam) in a CUDA graph:
@@ -64,7 +62,6 @@ VARIANTS = (
     "a0",
     "m",
     "m_before",
-    "m_forking",
     "m_prev",
     "m_foreach",
     "m_collectives",
@@ -156,15 +153,11 @@ def saving_twice(save_checkpoint):
 @contextlib.contextmanager
 def put_back(name: str):
     """What the (m_prev) family puts back into the megatron engine for one run (its step functions swapped)."""
-    from megatron_mnist.job import megatron_engine, megatron_writer
+    from megatron_mnist.job import megatron_engine
 
     saved = (megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives,
              megatron_engine.Step, megatron_engine.grads_in_fp32, megatron_engine.save_checkpoint,
-             megatron_engine._twin, megatron_engine.copy_params_in_one_launch,
-             megatron_writer.write_in_this_process)  # fmt: skip
-    if name == "m_forking":
-        megatron_engine.copy_params_in_one_launch = lambda optimizer: None
-        megatron_writer.write_in_this_process = lambda request: request.execute_sync()
+             megatron_engine._twin)  # fmt: skip
     if name == "m_before":
         megatron_engine.grads_in_fp32 = lambda precision: False
         megatron_engine.save_checkpoint = saving_twice(megatron_engine.save_checkpoint)
@@ -178,8 +171,7 @@ def put_back(name: str):
         yield
     finally:
         (megatron_engine.use_fused_capturable_adam, megatron_engine.skip_one_rank_collectives, megatron_engine.Step,
-         megatron_engine.grads_in_fp32, megatron_engine.save_checkpoint, megatron_engine._twin,
-         megatron_engine.copy_params_in_one_launch, megatron_writer.write_in_this_process) = saved  # fmt: skip
+         megatron_engine.grads_in_fp32, megatron_engine.save_checkpoint, megatron_engine._twin) = saved  # fmt: skip
 
 
 class EngineStepTimer:
@@ -463,7 +455,7 @@ def main():
         }
     pairs = (("a", "b"), ("a_prev", "b"), ("a", "a_prev"), ("a", "c"), ("a0", "b"), ("a", "d"), ("m", "b"),
              ("m", "a"), ("g", "b"), ("g", "d"), ("g", "m"), ("m", "m_prev"), ("g", "g_prev"), ("m_prev", "b"),
-             ("g_prev", "b"), ("m", "m_before"), ("m_before", "b"), ("m", "m_forking"), ("m_forking", "b"))  # fmt: skip
+             ("g_prev", "b"), ("m", "m_before"), ("m_before", "b"))  # fmt: skip
     for num, den in pairs:
         if num in medians and den in medians:
             results[f"{num}/{den}"] = round(medians[num] / medians[den], 3)

@@ -55,8 +55,9 @@ SHARDED_METADATA = {
     "distrib_optim_sharding_type": "fully_reshardable",
     "distrib_optim_fully_reshardable_mem_efficient": False,
 }
-# files a checkpoint's weights are written to (torch_dist's thread_count, 2 by default), one after another in the
-# training process (megatron_writer.write_in_this_process); this model's checkpoint is a few hundred KB: one file
+# processes that write a checkpoint's weights (torch_dist's thread_count, 2 by default): each is forked from the
+# training process for every save, at a cost that grows with the process's mappings (CUDA's among them), and each
+# writes a file of its own; this model's checkpoint is a few hundred KB, which one writes as fast as two
 CHECKPOINT_WRITERS = 1
 CAPTURE_WARMUP_STEPS = 3  # eager steps on the capture stream before the step is captured (counted as steps)
 
@@ -181,7 +182,6 @@ def build(config, optim: Adam, settings: TrainerSettings, rank: int, world: int)
     opt_config = optimizer_config(optim, settings.precision)
     optimizer = get_megatron_optimizer(opt_config, [model])
     use_fused_capturable_adam(optimizer)
-    copy_params_in_one_launch(optimizer)
     make_resumable(optimizer, opt_config)
     from megatron.core import parallel_state
 
@@ -215,23 +215,6 @@ def use_fused_capturable_adam(optimizer) -> None:
     torch's ``load_state_dict`` takes the saved param groups' settings."""
     for group in optimizer.param_groups:
         group.update(capturable=True, fused=True, foreach=False)
-
-
-def copy_params_in_one_launch(megatron_optimizer) -> None:
-    """The distributed optimizer's copy of its updated fp32 main parameters into the model's bf16 / fp16 ones as one
-    multi-tensor kernel (``torch._foreach_copy_``, which casts as it copies) instead of a ``copy_`` per parameter:
-    8 launches a step for this model, each ~25 µs of an H200 host's time against ~1 µs of the GPU's (torch.profiler,
-    benchmarks/RESULTS.md). The same pairs megatron-core copies: each main shard into its shard of the model's
-    parameter (``shard_float16_groups``, views of DDP's parameter buffer), the same values. Left as megatron-core has
-    it where a model keeps fp32 parameters (their main shards are views of them: nothing to copy) or FP8 ones."""
-    from megatron.core.fp8_utils import is_float8tensor
-
-    for optimizer in getattr(megatron_optimizer, "chained_optimizers", [megatron_optimizer]):
-        main = [p for group in optimizer.shard_fp32_from_float16_groups for p in group]
-        model = [p for group in optimizer.shard_float16_groups for p in group]
-        fp32_or_fp8 = any(optimizer.shard_fp32_groups) or any(is_float8tensor(p) for p in model)
-        if main and not fp32_or_fp8 and not optimizer.config.use_precision_aware_optimizer:
-            optimizer._copy_main_params_to_model_params = partial(torch._foreach_copy_, model, main)
 
 
 def skip_one_rank_collectives(model, config) -> None:
@@ -658,12 +641,8 @@ def _write(folder: Path, name: str, parts: Parts, state: RunState, zero: bool, b
             torch.distributed.barrier()
         from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
 
-        from megatron_mnist.job.megatron_writer import write_in_this_process
-
         strategy = TorchDistSaveShardedStrategy("torch_dist", 1, thread_count=CHECKPOINT_WRITERS)
-        request = dist_checkpointing.save({**_sharded(parts, is_loading=False), "run": common}, str(weights),
-                                          strategy, async_sharded_save=True)  # fmt: skip
-        write_in_this_process(request)  # megatron-core's save, its files written without forking (megatron_writer)
+        dist_checkpointing.save({**_sharded(parts, is_loading=False), "run": common}, str(weights), strategy)
     if zero:
         write_context(folder / name, parts.module.config, engine="megatron")
         marker.unlink()
